@@ -1,0 +1,119 @@
+#pragma once
+
+#include <ckpt/abstract_checkpointer.h>
+#include <ckpt/checkpoint.h>
+#include <ckpt/state_dict.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace boost {
+namespace program_options {
+class options_description;
+class variables_map;
+}  // namespace program_options
+}  // namespace boost
+
+namespace ckpt {
+
+/// Options of DefaultCheckpointer: PyMarlin's `DefaultCheckpointerArguments`, field for field.
+struct DefaultCheckpointerArguments {
+  /// Master switch: when false nothing is ever written, not even with `force`. Default: true.
+  bool checkpoint = true;
+  /// At construction, delete this checkpointer's own files (names `{file_prefix}_{N}.{file_ext}`
+  /// and `{file_prefix}_model_{N}.{file_ext}`) from `save_dir` and `model_state_save_dir`, top
+  /// level only. Other files are never touched. Default: false.
+  bool delete_existing_checkpoints = false;
+  /// Save every `period` indexes (epochs): when `index % period == 0`. Must be >= 1. Default: 1.
+  int64_t period = 1;
+  /// Where checkpoints are written; created if missing. Default: `<cwd>/checkpoints`.
+  std::filesystem::path save_dir = std::filesystem::current_path() / "checkpoints";
+  /// Where save_model writes the weights; empty disables save_model. Default: `<cwd>/checkpoints`.
+  std::filesystem::path model_state_save_dir = std::filesystem::current_path() / "checkpoints";
+  /// Where load() looks for a checkpoint; unset means start fresh. Default: unset.
+  std::optional<std::filesystem::path> load_dir;
+  /// A file name inside `load_dir` to load instead of the newest checkpoint. Default: unset.
+  std::optional<std::string> load_filename;
+  /// First part of every file name. Default: "model".
+  std::string file_prefix = "model";
+  /// File extension, without the dot. Default: "pt".
+  std::string file_ext = "pt";
+  /// Level of ckpt's logger: trace, debug, info, warning, error, critical, off. Default: "INFO".
+  std::string log_level = "INFO";
+
+  /// Throws CheckpointError naming the field and value if an option is out of range.
+  void validate() const;
+};
+
+/// Binds every DefaultCheckpointerArguments field to `--<prefix>.<field>`, with help text and
+/// defaults, writing parsed values into `args` on `boost::program_options::notify`. A config file
+/// parsed with the same description takes the same names from a `[<prefix>]` section. Bools accept
+/// true/false/yes/no/1/0 (and on/off). `args` must outlive the parse.
+///
+///   ckpt::DefaultCheckpointerArguments args;
+///   po::options_description desc;
+///   desc.add(ckpt::default_checkpointer_options(args));
+///   po::variables_map vm;
+///   po::store(po::parse_command_line(argc, argv, desc), vm);     // command line first: it wins
+///   po::store(po::parse_config_file<char>("run.ini", desc), vm);  // then [chkp] from the file
+///   po::notify(vm);
+///   args.validate();
+boost::program_options::options_description default_checkpointer_options(
+    DefaultCheckpointerArguments& args, const std::string& prefix = "chkp");
+
+/// The newest checkpoint under `load_dir` (searched recursively): the file whose name is exactly
+/// `{file_prefix}_{N}.{file_ext}` with the largest non-negative integer N; ties (same N in several
+/// folders) go to the lexicographically smallest path. Empty path if there is none or `load_dir`
+/// does not exist. Temporaries of unfinished writes are never candidates.
+std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
+                                      const std::string& file_prefix = "model",
+                                      const std::string& file_ext = "pt");
+
+/// Creates `path` and its parents if missing. Throws CheckpointError if it exists and is not a
+/// directory, or cannot be created.
+void check_mk_dir(const std::filesystem::path& path);
+
+/// The file-based checkpointer: PyMarlin's `DefaultCheckpointer`, with its surprises fixed (see the
+/// README's "Differences from PyMarlin").
+///
+///   ckpt::DefaultCheckpointerArguments args;
+///   args.save_dir = "runs/a";
+///   args.load_dir = "runs/a";
+///   ckpt::DefaultCheckpointer checkpointer(args);
+///   ckpt::Checkpoint resumed = checkpointer.load();     // empty on a fresh start
+///   ...
+///   checkpointer.save(checkpoint, epoch);                // runs/a/model_<epoch>.pt
+///
+/// Thread safety: one thread at a time.
+class DefaultCheckpointer final : public AbstractCheckpointer {
+ public:
+  /// Validates `args` (CheckpointError naming the bad field) and, with
+  /// `delete_existing_checkpoints`, deletes this checkpointer's own files, logging each.
+  explicit DefaultCheckpointer(DefaultCheckpointerArguments args);
+
+  /// Writes `{save_dir}/{file_prefix}_{index}.{file_ext}` when
+  /// `checkpoint && (index % period == 0 || force)` and returns its path; otherwise returns
+  /// nothing. A negative index is an error. The same index again replaces the file atomically.
+  std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
+                                            bool force = false) override;
+
+  /// Writes `{model_state_save_dir}/{file_prefix}_model_{index}.{file_ext}` (the raw module state
+  /// dict) when `checkpoint` is on and `model_state_save_dir` is not empty. No period rule.
+  std::optional<std::filesystem::path> save_model(const StateDict& model_state,
+                                                  int64_t index) override;
+
+  /// Unset `load_dir`: empty Checkpoint. `load_dir` missing or without checkpoints: empty
+  /// Checkpoint and a warning. `load_filename` set: exactly `{load_dir}/{load_filename}`, and a
+  /// CheckpointError if that file does not exist. Otherwise the newest file (get_latest_file).
+  /// Tensors load onto the CPU. A file that exists but cannot be read is a CheckpointError.
+  Checkpoint load() override;
+
+  const DefaultCheckpointerArguments& args() const noexcept { return args_; }
+
+ private:
+  DefaultCheckpointerArguments args_;
+};
+
+}  // namespace ckpt

@@ -1,0 +1,55 @@
+#pragma once
+
+#include <ckpt/checkpoint.h>
+#include <ckpt/state_dict.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+
+namespace ckpt {
+
+/// The interface a trainer checkpoints through, as PyMarlin's `AbstractCheckpointer`. Implement it
+/// for your own storage or policy; `DefaultCheckpointer` is the file-based implementation.
+///
+///   class EveryFifth final : public ckpt::AbstractCheckpointer {
+///    public:
+///     std::optional<std::filesystem::path> save(const ckpt::Checkpoint& c, int64_t index,
+///                                               bool force) override {
+///       if (index % 5 != 0 && !force) return std::nullopt;
+///       auto path = dir_ / ("ckpt_" + std::to_string(index) + ".pt");
+///       ckpt::save_checkpoint_file(c, path);
+///       return path;
+///     }
+///     ckpt::Checkpoint load() override { ... }
+///   };
+///
+/// Thread safety: implementations need not be safe to call from several threads at once; the
+/// trainer calls them from one thread.
+class AbstractCheckpointer {
+ public:
+  AbstractCheckpointer() = default;
+  AbstractCheckpointer(const AbstractCheckpointer&) = delete;
+  AbstractCheckpointer& operator=(const AbstractCheckpointer&) = delete;
+  virtual ~AbstractCheckpointer() = default;
+
+  /// Called by the trainer after every epoch with the epoch as `index`, and once more after training
+  /// with `force = true`. Decides whether, where and how to persist `checkpoint`. `force` asks to
+  /// save regardless of the implementation's own schedule (but an implementation may still be
+  /// switched off entirely). Returns the path written, or nothing if it chose not to save. On
+  /// failure throws CheckpointError and leaves any earlier checkpoint intact.
+  virtual std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
+                                                    bool force = false) = 0;
+
+  /// Called by the trainer at the end of training with the module's state dict, to persist the
+  /// weights alone. The default does nothing and returns nothing.
+  virtual std::optional<std::filesystem::path> save_model(const StateDict& model_state,
+                                                          int64_t index);
+
+  /// Called once when the trainer is constructed, before any training. Returns the checkpoint to
+  /// resume from, or an empty Checkpoint when there is nothing to resume (a fresh start is normal,
+  /// not an error). Throws CheckpointError when a checkpoint exists but cannot be read.
+  virtual Checkpoint load() = 0;
+};
+
+}  // namespace ckpt

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <ckpt/checkpoint.h>
+#include <ckpt/state_dict.h>
+
+#include <ATen/core/ivalue.h>
+
+#include <cstdint>
+#include <filesystem>
+
+namespace ckpt {
+
+/// The version of ckpt's file format, stored in every file ckpt writes (zip record
+/// `ckpt_format_version`, which Python's `torch.load` ignores). Files from a newer format are
+/// refused with a CheckpointError; files without the record (e.g. written by Python) are read.
+inline constexpr int64_t kFormatVersion = 1;
+
+/// Writes `value` to `path` in the zip container Python's `torch.save` writes: a protocol-2 pickle
+/// (`data.pkl`) whose tensors refer to raw little-endian storage records (`data/0`, ...). Storages
+/// shared between tensors are written once. Tensor bytes stream from the tensors' own memory to the
+/// file. The write is atomic: a temporary in the same directory (`.<name>.ckpt-tmp-XXXXXX`) is
+/// written, fsynced and renamed over `path`, and the directory is fsynced; on failure the temporary
+/// is removed and CheckpointError (naming `path` and the system's reason) is thrown, leaving any
+/// previous file at `path` untouched. The parent directory must exist. Returns the bytes written.
+uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path);
+
+/// Reads a file written by save_ivalue_file or by Python's `torch.save` (dicts, OrderedDicts,
+/// lists, tuples, ints, floats, bools, strings, None and CPU tensors). Only an allowlist of pickle
+/// globals is accepted, in the spirit of `torch.load(weights_only=True)`: `collections.OrderedDict`,
+/// `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter` and the `torch.*Storage`
+/// types. Anything else, or a malformed file, throws CheckpointError naming `path`.
+c10::IValue load_ivalue_file(const std::filesystem::path& path);
+
+/// save_ivalue_file of a dict; Python's `torch.load` returns a plain `dict`.
+uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path);
+/// load_ivalue_file, requiring a dict with string keys at the top (Python's `OrderedDict` from
+/// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
+StateDict load_state_file(const std::filesystem::path& path);
+
+/// Writes a dict with exactly the keys `module_interface_state`, `trainer_state` and
+/// `trainer_backend_state` (PyMarlin's layout; an empty state is written as an empty dict).
+uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path);
+/// Reads PyMarlin's layout. A missing key or a None value gives an empty state; any other key is
+/// an error naming it.
+Checkpoint load_checkpoint_file(const std::filesystem::path& path);
+
+}  // namespace ckpt

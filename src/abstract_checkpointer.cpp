@@ -1,0 +1,9 @@
+#include <ckpt/abstract_checkpointer.h>
+
+namespace ckpt {
+
+std::optional<std::filesystem::path> AbstractCheckpointer::save_model(const StateDict&, int64_t) {
+  return std::nullopt;
+}
+
+}  // namespace ckpt
