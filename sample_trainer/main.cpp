@@ -1,0 +1,210 @@
+// sample_trainer: trains an MLP on the 8x8 digits, checkpointing every epoch through ckpt's
+// DefaultCheckpointer, resuming from --chkp.load_dir, and exporting the final weights.
+//
+// Exit codes: 0 done, 2 bad arguments (nothing written or deleted), 1 failure.
+
+#include <sample_trainer/digits_module.h>
+#include <sample_trainer/single_process.h>
+#include <sample_trainer/trainer.h>
+
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/default_checkpointer.h>
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <boost/program_options.hpp>
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace sample_trainer;
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// A bad argument found by main itself; the message names the flag or path.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int fail(int code, std::string message) {
+  // One line, whatever the exception carried.
+  const auto newline = message.find('\n');
+  if (newline != std::string::npos) message.resize(newline);
+  std::cerr << "sample_trainer: error: " << message << std::endl;
+  return code;
+}
+
+std::string what_of(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
+    return c10_error->what_without_backtrace();
+  }
+  return e.what();
+}
+
+// Validation messages read "invalid <field> ...": name the flag the field came from.
+std::string with_flag(const std::string& message, const std::string& prefix,
+                      const po::options_description& desc) {
+  const std::string lead = "invalid ";
+  if (message.compare(0, lead.size(), lead) != 0) return message;
+  const auto end = message.find(' ', lead.size());
+  const std::string flag = prefix + "." + message.substr(lead.size(), end - lead.size());
+  if (desc.find_nothrow(flag, /*approx=*/false) == nullptr) return message;
+  return message + " (--" + flag + ")";
+}
+
+// Everything about the arguments that can be checked without side effects, so that a bad argument
+// fails before the checkpointer deletes or writes anything.
+void validate_arguments(const TrainerArguments& args, const po::options_description& desc) {
+  try {
+    args.validate();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(with_flag(e.what(), "trainer", desc));
+  }
+  const ckpt::DefaultCheckpointerArguments& chkp = args.checkpointer_args;
+  try {
+    chkp.validate();
+  } catch (const ckpt::CheckpointError& e) {
+    throw UsageError(with_flag(e.what(), "chkp", desc));
+  }
+  std::error_code ec;
+  if (chkp.load_filename && !chkp.load_dir) {
+    throw UsageError("--chkp.load_filename " + *chkp.load_filename +
+                     " needs --chkp.load_dir to say where it is");
+  }
+  if (chkp.load_dir && fs::exists(*chkp.load_dir, ec) && !fs::is_directory(*chkp.load_dir, ec)) {
+    throw UsageError("load_dir " + chkp.load_dir->string() +
+                     " is not a directory (--chkp.load_dir)");
+  }
+  if (chkp.load_dir && chkp.load_filename) {
+    const fs::path path = *chkp.load_dir / *chkp.load_filename;
+    if (!fs::is_regular_file(path, ec)) {
+      throw UsageError("load_filename " + path.string() +
+                       " does not exist or is not a file (--chkp.load_filename)");
+    }
+  }
+}
+
+void configure_logging() {
+  auto sink = std::make_shared<spdlog::sinks::stdout_color_sink_mt>();
+  auto logger = std::make_shared<spdlog::logger>("sample_trainer", sink);
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %v");
+  // ckpt's logger copies the default logger's sinks when first used, so this must come first.
+  spdlog::set_default_logger(logger);
+}
+
+// Redraws one line on stderr after every batch; cleared at the end of the epoch so that the epoch's
+// log line starts on a clean line.
+ProgressCallback progress_bar() {
+  return [](int64_t batch, int64_t batches, double loss) {
+    constexpr int kWidth = 30;
+    if (batch >= batches) {
+      std::fprintf(stderr, "\r\033[K");
+      std::fflush(stderr);
+      return;
+    }
+    const int filled = static_cast<int>(kWidth * batch / batches);
+    std::string bar(filled, '=');
+    if (filled < kWidth) bar += '>';
+    bar.resize(kWidth, ' ');
+    std::fprintf(stderr, "\r[%s] %lld/%lld loss=%.4f", bar.c_str(), static_cast<long long>(batch),
+                 static_cast<long long>(batches), loss);
+    std::fflush(stderr);
+  };
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  configure_logging();
+
+  TrainerArguments args;
+  std::string data_path;
+  po::options_description general("General options");
+  general.add_options()("help,h", "show this help and exit")(
+      "config", po::value<std::string>(),
+      "INI file with the options below: top-level `data = ...`, sections [trainer] and [chkp]; "
+      "the command line overrides it");
+  po::options_description file_options;
+  po::options_description data("Data");
+  data.add_options()("data",
+                     po::value<std::string>(&data_path)->default_value(SAMPLE_TRAINER_DEFAULT_DATA),
+                     "digits CSV, gzip or plain: 64 pixels 0..16 then the label, per line");
+  file_options.add(data)
+      .add(trainer_options(args))
+      .add(ckpt::default_checkpointer_options(args.checkpointer_args));
+  po::options_description command_line;
+  command_line.add(general).add(file_options);
+
+  DigitsData digits;
+  try {
+    po::variables_map vm;
+    // Command line first: po::store keeps the first value it sees, so it beats the config file.
+    po::store(po::parse_command_line(argc, argv, command_line), vm);
+    if (vm.count("help")) {
+      std::cout
+          << "Usage: sample_trainer [options]\n\n"
+             "Trains an MLP on the 8x8 digits, saving a checkpoint every epoch and the final\n"
+             "weights; resumes from --chkp.load_dir. Precedence: defaults < --config file <\n"
+             "command line.\n"
+          << command_line << std::endl;
+      return 0;
+    }
+    if (vm.count("config")) {
+      const std::string config = vm["config"].as<std::string>();
+      std::ifstream in(config);
+      if (!in) throw UsageError("cannot read --config file " + config);
+      try {
+        po::store(po::parse_config_file(in, file_options), vm);
+      } catch (const po::error& e) {
+        throw UsageError(std::string(e.what()) + " in --config file " + config);
+      }
+    }
+    po::notify(vm);
+    validate_arguments(args, file_options);
+    try {
+      digits = load_digits(data_path);
+    } catch (const std::exception& e) {
+      throw UsageError(std::string(e.what()) + " (--data)");
+    }
+  } catch (const po::error& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const UsageError& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const std::exception& e) {
+    return fail(kExitUsage, what_of(e));
+  }
+
+  try {
+    // Bitwise reproducible across processes: one intra-op thread, everything seeded.
+    at::set_num_threads(1);
+    at::manual_seed(static_cast<uint64_t>(args.seed));
+    const int64_t examples = digits.labels.size(0);
+    auto module = std::make_shared<DigitsModule>(std::move(digits));
+    spdlog::info(
+        "data {}: {} examples, {} train / {} validation; epochs={} batch_size={} lr={} "
+        "seed={}",
+        data_path, examples, module->train_size(), module->val_size(), args.epochs, args.batch_size,
+        args.lr, args.seed);
+    Trainer trainer(std::make_shared<SingleProcess>(), module, args);
+    const ProgressCallback progress = isatty(STDERR_FILENO) ? progress_bar() : ProgressCallback{};
+    trainer.train(progress);
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(kExitFailure, what_of(e));
+  }
+}

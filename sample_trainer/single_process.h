@@ -1,0 +1,42 @@
+#pragma once
+
+#include <sample_trainer/trainer_backend.h>
+
+#include <cstdint>
+
+namespace sample_trainer {
+
+/// The backend for one process on the CPU, as PyMarlin's `SingleProcess`: one optimizer step per
+/// batch, the schedulers stepped after every optimizer step.
+///
+/// Its state, beyond PyMarlin's two counters, holds what PyMarlin forgot and an exact resume needs:
+///   - `global_step_completed`: optimizer steps taken;
+///   - `batches_completed`: training batches run (equal to the steps: no gradient accumulation);
+///   - `rng_state`: the global CPU generator's state (uint8 tensor of
+///     `at::detail::getDefaultCPUGenerator().get_state()`), which drives e.g. dropout;
+///   - `shuffle_seed`: the seed of the data order. Epoch `e` visits the training set in the order
+///     `randperm(train_size, generator seeded with mix(shuffle_seed, e))`, so the order of any
+///     epoch is known without replaying the ones before it.
+///
+/// Thread safety: one thread at a time.
+class SingleProcess final : public TrainerBackend {
+ public:
+  void init(TrainerBackendArguments args) override;
+  double train_epoch(int64_t epoch, const ProgressCallback& progress) override;
+  ValResult validate() override;
+  ckpt::StateDict get_state() const override;
+  void update_state(const ckpt::StateDict& state) override;
+
+  int64_t global_step_completed() const noexcept { return global_step_completed_; }
+  int64_t batches_completed() const noexcept { return batches_completed_; }
+
+  /// The order in which epoch `epoch` visits training examples 0 .. `size - 1`.
+  static at::Tensor epoch_order(int64_t size, uint64_t shuffle_seed, int64_t epoch);
+
+ private:
+  TrainerBackendArguments args_;
+  int64_t global_step_completed_ = 0;
+  int64_t batches_completed_ = 0;
+};
+
+}  // namespace sample_trainer

@@ -1,0 +1,138 @@
+#pragma once
+
+#include <sample_trainer/lr_scheduler.h>
+#include <sample_trainer/module_interface.h>
+#include <sample_trainer/trainer_backend.h>
+
+#include <ckpt/abstract_checkpointer.h>
+#include <ckpt/checkpoint.h>
+#include <ckpt/default_checkpointer.h>
+#include <ckpt/state_dict.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace boost {
+namespace program_options {
+class options_description;
+}  // namespace program_options
+}  // namespace boost
+
+namespace sample_trainer {
+
+/// Options of Trainer: PyMarlin's `TrainerArguments`, reduced to what the sample uses.
+struct TrainerArguments {
+  /// Epochs to train in total, counted from the first run: a resumed run trains epochs
+  /// `last_epoch + 1 .. epochs - 1`. Must be >= 1. Default: 10.
+  int64_t epochs = 10;
+  /// Seed of the data order (and, in the sample program, of the weights and dropout through
+  /// `at::manual_seed`). Must be >= 0. Default: 42.
+  int64_t seed = 42;
+  /// Examples per batch. Must be >= 1. Default: 32.
+  int64_t batch_size = 32;
+  /// Initial learning rate of the module's optimizers. Must be > 0. Default: 0.003.
+  double lr = 0.003;
+  /// On resume, build fresh optimizers and schedulers for the remaining epochs instead of loading
+  /// their checkpointed state. Default: false.
+  bool reset_optimizers_schedulers = false;
+  /// The DefaultCheckpointer's options, used when the trainer is given no checkpointer.
+  ckpt::DefaultCheckpointerArguments checkpointer_args;
+
+  /// Throws std::invalid_argument naming the field and the value if a trainer field is out of
+  /// range, e.g. "invalid epochs 0: must be >= 1". Does not check `checkpointer_args`.
+  void validate() const;
+};
+
+/// Binds every TrainerArguments field but `checkpointer_args` to `--<prefix>.<field>`, writing
+/// parsed values into `args` on `boost::program_options::notify`. In a config file the same names
+/// come from a `[<prefix>]` section. `args` must outlive the parse.
+boost::program_options::options_description trainer_options(TrainerArguments& args,
+                                                            const std::string& prefix = "trainer");
+
+/// The metrics of one epoch.
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double train_loss = 0;
+  ValResult val;
+  double seconds = 0;
+};
+
+/// What Trainer::train did.
+struct TrainResult {
+  /// The epochs trained by this call, in order (empty if the checkpoint was already complete).
+  std::vector<EpochMetrics> epochs;
+  /// The last completed epoch, i.e. the index of the final checkpoint and weights.
+  int64_t last_epoch = -1;
+  /// Validation metrics of the final weights.
+  ValResult final_val;
+  /// Where the final forced checkpoint and the weights went, if the checkpointer saved them.
+  std::optional<std::filesystem::path> checkpoint_path;
+  std::optional<std::filesystem::path> model_path;
+};
+
+/// Drives training with PyMarlin's lifecycle and checkpoints every epoch.
+///
+/// The constructor, in this order: takes `checkpointer` or constructs a DefaultCheckpointer from
+/// `args.checkpointer_args` (which deletes old checkpoints if asked) -> `load()` -> module
+/// `update_state` -> module `get_optimizers_schedulers` -> trainer `update_state` -> backend
+/// `init` -> backend `update_state`. train() runs epochs `last_epoch + 1 .. epochs - 1`; after each
+/// it sets `last_epoch` and calls `save(checkpoint, last_epoch)`; at the end it calls
+/// `save(checkpoint, last_epoch, /*force=*/true)` and `save_model(module state, last_epoch)`.
+///
+///   auto module = std::make_shared<DigitsModule>(load_digits(path));
+///   Trainer trainer(std::make_shared<SingleProcess>(), module, args);
+///   TrainResult result = trainer.train();
+///
+/// The checkpoint's states share memory with the live model (ckpt::module_state): a checkpointer
+/// that keeps them in memory must copy the tensors.
+///
+/// Thread safety: one thread at a time.
+class Trainer {
+ public:
+  /// Runs the lifecycle above. Throws std::invalid_argument for bad `args` (before constructing
+  /// anything), and whatever the checkpointer, the module or the backend throw, e.g.
+  /// ckpt::CheckpointError for an unreadable or mismatched checkpoint.
+  Trainer(std::shared_ptr<TrainerBackend> backend, std::shared_ptr<ModuleInterface> module,
+          TrainerArguments args,
+          std::shared_ptr<ckpt::AbstractCheckpointer> checkpointer = nullptr);
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// Trains the remaining epochs, logging each one's metrics, and checkpoints as described above.
+  /// `progress`, if set, is called after every batch.
+  TrainResult train(const ProgressCallback& progress = {});
+
+  /// `{last_epoch, optimizers: [...], schedulers: [...]}`, the optimizers' states in Python's
+  /// layout (ckpt::optimizer_state) and the schedulers' get_state, each a nested dict. Side-effect
+  /// free.
+  ckpt::StateDict get_state() const;
+
+  /// Restores get_state's output; empty is a no-op. With `reset_optimizers_schedulers`, only
+  /// `last_epoch` is taken and fresh optimizers and schedulers are built for the remaining epochs.
+  /// Otherwise optimizers and schedulers are restored by position; a different count throws
+  /// ckpt::CheckpointError naming both counts.
+  void update_state(const ckpt::StateDict& state);
+
+  /// The full checkpoint: module, trainer and backend states.
+  ckpt::Checkpoint checkpoint() const;
+
+  int64_t last_epoch() const noexcept { return last_epoch_; }
+  const TrainerArguments& args() const noexcept { return args_; }
+  const OptimizersSchedulers& optimizers_schedulers() const noexcept { return opt_; }
+
+ private:
+  void build_optimizers_schedulers(int64_t epochs);
+
+  TrainerArguments args_;
+  std::shared_ptr<TrainerBackend> backend_;
+  std::shared_ptr<ModuleInterface> module_;
+  std::shared_ptr<ckpt::AbstractCheckpointer> checkpointer_;
+  OptimizersSchedulers opt_;
+  int64_t last_epoch_ = -1;
+};
+
+}  // namespace sample_trainer
