@@ -1,0 +1,120 @@
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/default_checkpointer.h>
+
+#include <boost/program_options.hpp>
+
+#include "test_util.h"
+
+namespace po = boost::program_options;
+using ckpt::DefaultCheckpointerArguments;
+using ckpt::test::TempDir;
+
+namespace {
+
+// Parses like a program would: command line first (it wins), then the config file, then notify.
+DefaultCheckpointerArguments parse(std::vector<std::string> argv_strings,
+                                   const std::string& config_path = "") {
+  DefaultCheckpointerArguments args;
+  po::options_description desc;
+  desc.add(ckpt::default_checkpointer_options(args));
+  std::vector<const char*> argv{"program"};
+  for (const auto& s : argv_strings) argv.push_back(s.c_str());
+  po::variables_map vm;
+  po::store(po::parse_command_line(static_cast<int>(argv.size()), argv.data(), desc), vm);
+  if (!config_path.empty()) po::store(po::parse_config_file<char>(config_path.c_str(), desc), vm);
+  po::notify(vm);
+  return args;
+}
+
+bool names(const std::exception& e, const std::string& flag, const std::string& value) {
+  const std::string what = e.what();
+  return what.find(flag) != std::string::npos && what.find(value) != std::string::npos;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(options)
+
+BOOST_AUTO_TEST_CASE(defaults_without_flags) {
+  const auto args = parse({});
+  const DefaultCheckpointerArguments defaults;
+  BOOST_TEST(args.checkpoint == defaults.checkpoint);
+  BOOST_TEST(args.period == 1);
+  BOOST_TEST(args.save_dir == defaults.save_dir);
+  BOOST_TEST(!args.load_dir.has_value());
+  BOOST_TEST(!args.load_filename.has_value());
+  BOOST_TEST(args.file_prefix == "model");
+}
+
+BOOST_AUTO_TEST_CASE(every_flag_binds_its_field) {
+  const auto args = parse({"--chkp.checkpoint", "false", "--chkp.delete_existing_checkpoints",
+                           "yes", "--chkp.period", "3", "--chkp.save_dir", "/tmp/s",
+                           "--chkp.model_state_save_dir", "/tmp/m", "--chkp.load_dir", "/tmp/l",
+                           "--chkp.load_filename", "f.pt", "--chkp.file_prefix", "run",
+                           "--chkp.file_ext", "tar", "--chkp.log_level", "debug"});
+  BOOST_TEST(!args.checkpoint);
+  BOOST_TEST(args.delete_existing_checkpoints);
+  BOOST_TEST(args.period == 3);
+  BOOST_TEST(args.save_dir == "/tmp/s");
+  BOOST_TEST(args.model_state_save_dir == "/tmp/m");
+  BOOST_TEST(args.load_dir.value() == "/tmp/l");
+  BOOST_TEST(args.load_filename.value() == "f.pt");
+  BOOST_TEST(args.file_prefix == "run");
+  BOOST_TEST(args.file_ext == "tar");
+  BOOST_TEST(args.log_level == "debug");
+}
+
+BOOST_AUTO_TEST_CASE(bools_accept_true_false_yes_no_1_0) {
+  for (const auto& [text, value] : std::vector<std::pair<std::string, bool>>{
+           {"true", true}, {"false", false}, {"yes", true}, {"no", false}, {"1", true}, {"0", false}}) {
+    BOOST_TEST(parse({"--chkp.checkpoint", text}).checkpoint == value, text);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(config_file_sits_between_defaults_and_command_line) {
+  TempDir dir;
+  ckpt::test::write_text(dir / "run.ini",
+                         "[chkp]\nperiod = 4\nfile_prefix = fromfile\ncheckpoint = no\n"
+                         "load_dir = /data/runs\n");
+  const auto from_file = parse({}, (dir / "run.ini").string());
+  BOOST_TEST(from_file.period == 4);
+  BOOST_TEST(from_file.file_prefix == "fromfile");
+  BOOST_TEST(!from_file.checkpoint);
+  BOOST_TEST(from_file.load_dir.value() == "/data/runs");
+  BOOST_TEST(from_file.file_ext == "pt");  // untouched: default
+  const auto overridden =
+      parse({"--chkp.period", "7", "--chkp.load_dir", "/x"}, (dir / "run.ini").string());
+  BOOST_TEST(overridden.period == 7);
+  BOOST_TEST(overridden.file_prefix == "fromfile");
+  BOOST_TEST(overridden.load_dir.value() == "/x");
+}
+
+BOOST_AUTO_TEST_CASE(custom_prefix) {
+  DefaultCheckpointerArguments args;
+  po::options_description desc;
+  desc.add(ckpt::default_checkpointer_options(args, "ckp"));
+  const char* argv[] = {"program", "--ckp.period", "6"};
+  po::variables_map vm;
+  po::store(po::parse_command_line(3, argv, desc), vm);
+  po::notify(vm);
+  BOOST_TEST(args.period == 6);
+}
+
+BOOST_AUTO_TEST_CASE(bad_values_name_the_flag_and_the_value) {
+  BOOST_CHECK_EXCEPTION(parse({"--chkp.period", "often"}), po::error,
+                        [](const po::error& e) { return names(e, "--chkp.period", "often"); });
+  BOOST_CHECK_EXCEPTION(parse({"--chkp.checkpoint", "maybe"}), po::error,
+                        [](const po::error& e) { return names(e, "--chkp.checkpoint", "maybe"); });
+  BOOST_CHECK_EXCEPTION(parse({"--chkp.nonsense", "1"}), po::error,
+                        [](const po::error& e) { return names(e, "chkp.nonsense", ""); });
+  TempDir dir;
+  ckpt::test::write_text(dir / "bad.ini", "[chkp]\nperiod = twice\n");
+  BOOST_CHECK_EXCEPTION(parse({}, (dir / "bad.ini").string()), po::error,
+                        [](const po::error& e) { return names(e, "chkp.period", "twice"); });
+  // Range errors surface at validation, naming the field and value.
+  auto args = parse({"--chkp.period", "0"});
+  BOOST_CHECK_EXCEPTION(args.validate(), ckpt::CheckpointError,
+                        ckpt::test::message_contains("period", "0"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
