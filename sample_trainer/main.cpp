@@ -154,7 +154,11 @@ int main(int argc, char** argv) {
   try {
     po::variables_map vm;
     // Command line first: po::store keeps the first value it sees, so it beats the config file.
-    po::store(po::parse_command_line(argc, argv, command_line), vm);
+    // An empty positional description makes a stray word an error instead of being ignored.
+    const po::positional_options_description no_positional;
+    po::store(
+        po::command_line_parser(argc, argv).options(command_line).positional(no_positional).run(),
+        vm);
     if (vm.count("help")) {
       std::cout
           << "Usage: sample_trainer [options]\n\n"

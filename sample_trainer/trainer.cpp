@@ -8,6 +8,7 @@
 #include <boost/program_options.hpp>
 
 #include <chrono>
+#include <sstream>
 #include <stdexcept>
 
 namespace po = boost::program_options;
@@ -57,7 +58,9 @@ void TrainerArguments::validate() const {
                                 ": must be >= 1");
   }
   if (!(lr > 0)) {
-    throw std::invalid_argument("invalid lr " + std::to_string(lr) + ": must be > 0");
+    std::ostringstream message;
+    message << "invalid lr " << lr << ": must be > 0";
+    throw std::invalid_argument(message.str());
   }
 }
 
