@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ccache pkg-config
   libtorch-dev
   libboost-filesystem-dev libboost-program-options-dev libboost-test-dev
-  libspdlog-dev zlib1g-dev nlohmann-json3-dev
+  libspdlog-dev zlib1g-dev nlohmann-json3-dev libisal-dev
   python3-torch
 )
 

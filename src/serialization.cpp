@@ -6,10 +6,10 @@
 #include "detail/atomic_file.h"
 #include "detail/pickle_reader.h"
 #include "detail/pickle_writer.h"
+#include "detail/zip.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
-#include <caffe2/serialize/inline_container.h>
 
 #include <cerrno>
 #include <cstring>
@@ -21,6 +21,8 @@ namespace ckpt {
 namespace {
 
 constexpr const char* kFormatRecord = "ckpt_format_version";
+// The container version PyTorch 1.13 writes and its reader requires.
+constexpr const char* kTorchContainerVersion = "3\n";
 constexpr const char* kCheckpointKeys[] = {"module_interface_state", "trainer_state",
                                            "trainer_backend_state"};
 
@@ -35,40 +37,27 @@ uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path&
   const std::string pickle = pickler.pickle(value);
 
   detail::AtomicFile file(path);
-  // miniz (inside PyTorchStreamWriter) is C: exceptions must not cross it. The writer callback
-  // records the first failure and swallows further output; it is rethrown once miniz returns.
-  std::exception_ptr write_error;
-  auto writer_func = [&](const void* data, std::size_t size) -> std::size_t {
-    if (write_error) return size;
-    try {
-      file.write(data, size);
-    } catch (...) {
-      write_error = std::current_exception();
-    }
-    return size;
-  };
-  try {
-    caffe2::serialize::PyTorchStreamWriter writer(writer_func);
-    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
-    const auto& storages = pickler.storages();
-    for (std::size_t i = 0; i < storages.size() && !write_error; ++i) {
-      const c10::Storage& storage = storages[i].storage();
-      writer.writeRecord("data/" + std::to_string(i), storage.data(), storage.nbytes());
-    }
-    const std::string version = std::to_string(kFormatVersion) + "\n";
-    writer.writeRecord(kFormatRecord, version.data(), version.size());
-    writer.writeEndOfFile();
-  } catch (const c10::Error& e) {
-    if (!write_error) {
-      throw CheckpointError("cannot write " + path.string() + ": " + first_line(e.what()), path);
-    }
+  detail::ZipWriter zip([&file](const void* data, std::size_t size) { file.write(data, size); },
+                        path.stem().string().empty() ? "archive" : path.stem().string());
+  zip.write_record("data.pkl", pickle.data(), pickle.size());
+  const auto& storages = pickler.storages();
+  for (std::size_t i = 0; i < storages.size(); ++i) {
+    const c10::Storage& storage = storages[i].storage();
+    zip.write_record("data/" + std::to_string(i), storage.data(), storage.nbytes());
   }
-  if (write_error) std::rethrow_exception(write_error);
+  // The record PyTorch's reader requires (its container version), then ours.
+  zip.write_record("version", kTorchContainerVersion, std::strlen(kTorchContainerVersion));
+  const std::string version = std::to_string(kFormatVersion) + "\n";
+  zip.write_record(kFormatRecord, version.data(), version.size());
+  zip.finish();
   file.commit();
   return file.bytes_written();
 }
 
-c10::IValue load_ivalue_file(const std::filesystem::path& path) {
+namespace {
+
+// A parsed, verified file.
+detail::ZipReader open_verified(const std::filesystem::path& path) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   if (!std::filesystem::exists(status)) {
@@ -77,53 +66,67 @@ c10::IValue load_ivalue_file(const std::filesystem::path& path) {
   if (!std::filesystem::is_regular_file(status)) {
     throw CheckpointError(path.string() + " is not a regular file", path);
   }
-  if (std::filesystem::file_size(path, ec) == 0) {
+  auto buffer = detail::read_file_buffer(path.string());
+  if (buffer->size == 0) {
     throw CheckpointError(path.string() + " is empty (0 bytes): not a checkpoint", path);
   }
+  detail::ZipReader zip(std::move(buffer), path.string());
+  zip.verify();
+  if (const auto* entry = zip.find(kFormatRecord)) {
+    const std::string text(zip.data(*entry), entry->size);
+    char* end = nullptr;
+    const long long version = std::strtoll(text.c_str(), &end, 10);
+    if (end == text.c_str() || version < 1) {
+      throw CheckpointError(path.string() + ": unreadable format version '" + text + "'", path);
+    }
+    if (version > kFormatVersion) {
+      throw CheckpointError(path.string() + " has format version " + std::to_string(version) +
+                                "; this ckpt reads versions 1 to " + std::to_string(kFormatVersion),
+                            path);
+    }
+  }
+  if (zip.find("data.pkl") == nullptr) {
+    throw CheckpointError(path.string() + " has no data.pkl record: not a torch.save file", path);
+  }
+  return zip;
+}
+
+void release_buffer(void* context) { delete static_cast<std::shared_ptr<detail::FileBuffer>*>(context); }
+
+}  // namespace
+
+void verify_file(const std::filesystem::path& path) { open_verified(path); }
+
+c10::IValue load_ivalue_file(const std::filesystem::path& path) {
+  const detail::ZipReader zip = open_verified(path);
+  const auto* pickle = zip.find("data.pkl");
+  // Tensors alias the file buffer (records are 64-byte aligned): no copy of their bytes.
+  auto load_storage = [&](const std::string& key, c10::ScalarType type,
+                          int64_t numel) -> c10::Storage {
+    const std::string record = "data/" + key;
+    const auto* entry = zip.find(record);
+    if (entry == nullptr) {
+      throw CheckpointError(path.string() + ": storage record '" + record + "' is missing", path);
+    }
+    const unsigned __int128 expected =
+        static_cast<unsigned __int128>(static_cast<uint64_t>(numel)) * c10::elementSize(type);
+    if (entry->size < expected) {
+      throw CheckpointError(path.string() + ": storage record '" + record + "' has " +
+                                std::to_string(entry->size) + " bytes, expected " +
+                                std::to_string(static_cast<uint64_t>(expected)),
+                            path);
+    }
+    void* data = const_cast<char*>(zip.data(*entry));
+    at::DataPtr data_ptr(data, new std::shared_ptr<detail::FileBuffer>(zip.buffer()),
+                         &release_buffer, at::Device(at::kCPU));
+    return c10::Storage(c10::Storage::use_byte_size_t(), entry->size, std::move(data_ptr),
+                        nullptr, false);
+  };
   try {
-    caffe2::serialize::PyTorchStreamReader reader(path.string());
-    if (reader.hasRecord(kFormatRecord)) {
-      auto [data, size] = reader.getRecord(kFormatRecord);
-      const std::string text(static_cast<const char*>(data.get()), size);
-      int64_t version = 0;
-      try {
-        version = std::stoll(text);
-      } catch (const std::exception&) {
-        throw CheckpointError(path.string() + ": unreadable format version '" + text + "'", path);
-      }
-      if (version > kFormatVersion || version < 1) {
-        throw CheckpointError(path.string() + " has format version " + std::to_string(version) +
-                                  "; this ckpt reads versions 1 to " +
-                                  std::to_string(kFormatVersion),
-                              path);
-      }
-    }
-    if (!reader.hasRecord("data.pkl")) {
-      throw CheckpointError(path.string() + " has no data.pkl record: not a torch.save file", path);
-    }
-    auto [pickle, pickle_size] = reader.getRecord("data.pkl");
-    auto load_storage = [&](const std::string& key, c10::ScalarType type,
-                            int64_t numel) -> c10::Storage {
-      const std::string record = "data/" + key;
-      if (!reader.hasRecord(record)) {
-        throw CheckpointError(path.string() + ": storage record '" + record + "' is missing",
-                              path);
-      }
-      auto [data, size] = reader.getRecord(record);
-      const uint64_t expected = static_cast<uint64_t>(numel) * c10::elementSize(type);
-      if (size < expected) {
-        throw CheckpointError(path.string() + ": storage record '" + record + "' has " +
-                                  std::to_string(size) + " bytes, expected " +
-                                  std::to_string(expected),
-                              path);
-      }
-      return c10::Storage(c10::Storage::use_byte_size_t(), size, std::move(data), nullptr,
-                          false);
-    };
-    return detail::read_pickle(static_cast<const char*>(pickle.get()), pickle_size, load_storage,
-                               path.string());
+    return detail::read_pickle(zip.data(*pickle), pickle->size, load_storage, path.string());
   } catch (const c10::Error& e) {
-    throw CheckpointError("cannot read " + path.string() + ": " + first_line(e.what_without_backtrace()),
+    throw CheckpointError("cannot read " + path.string() + ": " +
+                              first_line(e.what_without_backtrace()),
                           path);
   } catch (const std::bad_alloc&) {
     throw CheckpointError("cannot read " + path.string() + ": out of memory", path);

@@ -28,8 +28,16 @@ uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path&
 /// lists, tuples, ints, floats, bools, strings, None and CPU tensors). Only an allowlist of pickle
 /// globals is accepted, in the spirit of `torch.load(weights_only=True)`: `collections.OrderedDict`,
 /// `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter` and the `torch.*Storage`
-/// types. Anything else, or a malformed file, throws CheckpointError naming `path`.
+/// types. Anything else, or a malformed file, throws CheckpointError naming `path`. The file is
+/// verified first (see verify_file). Tensors are CPU tensors that share one buffer holding the
+/// file's bytes (no copy per tensor); the buffer is freed when the last of them is.
 c10::IValue load_ivalue_file(const std::filesystem::path& path);
+
+/// Checks that `path` is an intact file ckpt can read, without unpickling it: the whole-file
+/// CRC-32 that ckpt writes into every file (or, for files written by Python, every record's zip
+/// CRC-32), the zip structure, the format version and the presence of `data.pkl`. Throws
+/// CheckpointError naming the file and what is wrong (e.g. the damaged record).
+void verify_file(const std::filesystem::path& path);
 
 /// save_ivalue_file of a dict; Python's `torch.load` returns a plain `dict`.
 uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path);

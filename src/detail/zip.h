@@ -1,0 +1,95 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ckpt::detail {
+
+/// CRC-32 (IEEE, as zip uses it), continuing from `crc` (0 to start). ISA-L's folded
+/// PCLMUL implementation.
+uint32_t crc32(uint32_t crc, const void* data, std::size_t size);
+
+/// The zip comment ckpt writes: "ckpt-crc32:" followed by 8 hex digits, the CRC-32 of every byte
+/// of the file before the comment, so a flipped byte anywhere is detected.
+inline constexpr const char* kChecksumCommentPrefix = "ckpt-crc32:";
+
+/// Writes the zip container PyTorch uses (stored entries under `<archive>/`, data aligned to 64
+/// bytes), streaming every byte to `sink` exactly once: record data goes straight from the
+/// caller's memory. CRCs are computed as the data passes (data descriptors carry them), zip64
+/// records are used where sizes or offsets need them, and finish() appends the whole-file checksum.
+class ZipWriter {
+ public:
+  using Sink = std::function<void(const void* data, std::size_t size)>;
+  explicit ZipWriter(Sink sink, std::string archive_name = "archive");
+
+  void write_record(const std::string& name, const void* data, std::size_t size);
+  void finish();
+  uint64_t bytes_written() const noexcept { return offset_; }
+
+ private:
+  struct Entry {
+    std::string name;
+    uint64_t offset;
+    uint64_t size;
+    uint32_t crc;
+  };
+  void emit(const void* data, std::size_t size);  // sink + running position and file CRC
+  void emit_data(const void* data, std::size_t size, uint32_t& record_crc);
+
+  Sink sink_;
+  std::string prefix_;
+  uint64_t offset_ = 0;
+  uint32_t file_crc_ = 0;
+  std::vector<Entry> entries_;
+  bool finished_ = false;
+};
+
+/// A whole file in memory, aligned for any tensor type.
+struct FileBuffer {
+  std::unique_ptr<char, void (*)(void*)> data{nullptr, nullptr};
+  std::size_t size = 0;
+};
+
+/// Reads `size` bytes from an open file into an aligned buffer.
+std::shared_ptr<FileBuffer> read_file_buffer(const std::string& path);
+
+/// A parsed zip container. Every offset and size is checked against the buffer, so a damaged or
+/// hostile file throws CheckpointError (naming `source`) instead of reading out of bounds.
+class ZipReader {
+ public:
+  struct Entry {
+    std::string name;  // without the `<archive>/` prefix
+    uint64_t data_offset;
+    uint64_t size;
+    uint32_t crc;
+  };
+
+  ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source);
+
+  const Entry* find(const std::string& name) const;
+  const std::vector<Entry>& entries() const noexcept { return entries_; }
+  const char* data(const Entry& entry) const { return buffer_->data.get() + entry.data_offset; }
+  const std::shared_ptr<FileBuffer>& buffer() const noexcept { return buffer_; }
+
+  /// True if the file carries ckpt's whole-file checksum (files written by Python do not).
+  bool has_file_checksum() const noexcept { return has_file_checksum_; }
+  /// Checks the whole-file checksum (if present) and every record's CRC-32. Throws
+  /// CheckpointError naming the file and the damaged record.
+  void verify() const;
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const;
+
+  std::shared_ptr<FileBuffer> buffer_;
+  std::string source_;
+  std::vector<Entry> entries_;
+  bool has_file_checksum_ = false;
+  uint32_t expected_file_crc_ = 0;
+  uint64_t checksummed_bytes_ = 0;
+};
+
+}  // namespace ckpt::detail
