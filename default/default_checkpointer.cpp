@@ -3,10 +3,12 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 #include <ckpt/serialization.h>
+#include <ckpt/storage.h>
 
 #include <boost/program_options.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -49,25 +51,62 @@ std::filesystem::path model_name(const DefaultCheckpointerArguments& args, int64
   return args.file_prefix + "_model_" + std::to_string(index) + "." + args.file_ext;
 }
 
-void delete_own_files(const std::filesystem::path& dir, const DefaultCheckpointerArguments& args) {
+bool is_own_name(const std::string& name, const DefaultCheckpointerArguments& args) {
+  return index_in_name(name, args.file_prefix + "_", args.file_ext) ||
+         index_in_name(name, args.file_prefix + "_model_", args.file_ext);
+}
+
+// Top-level regular files of `dir` for which `select(name)` holds.
+template <class Select>
+std::vector<std::filesystem::path> files_where(const std::filesystem::path& dir, Select&& select) {
+  std::vector<std::filesystem::path> result;
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) return;
-  std::vector<std::filesystem::path> doomed;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (!entry.is_regular_file(ec)) continue;
-    const std::string name = entry.path().filename().string();
-    if (index_in_name(name, args.file_prefix + "_", args.file_ext) ||
-        index_in_name(name, args.file_prefix + "_model_", args.file_ext)) {
-      doomed.push_back(entry.path());
+  if (!std::filesystem::is_directory(dir, ec)) return result;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) {
+    throw CheckpointError("cannot list " + dir.string() + ": " + ec.message(), dir, ec.value());
+  }
+  for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (ec) {
+      throw CheckpointError("cannot list " + dir.string() + ": " + ec.message(), dir, ec.value());
+    }
+    if (it->is_regular_file(ec) && select(it->path().filename().string())) {
+      result.push_back(it->path());
     }
   }
-  for (const auto& path : doomed) {
-    if (!std::filesystem::remove(path, ec) && ec) {
-      throw CheckpointError("cannot delete existing checkpoint " + path.string() + ": " +
-                                ec.message(),
-                            path, ec.value());
-    }
+  std::sort(result.begin(), result.end());
+  return result;
+}
+
+void ensure_directory(Storage& storage, const std::filesystem::path& dir) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(dir, ec);
+  if (std::filesystem::is_directory(status)) return;
+  if (std::filesystem::exists(status)) {
+    throw CheckpointError("checkpoint directory " + dir.string() + " exists and is not a directory",
+                          dir, ENOTDIR);
+  }
+  storage.create_directories(dir);
+}
+
+void delete_own_files(Storage& storage, const std::filesystem::path& dir,
+                      const DefaultCheckpointerArguments& args) {
+  for (const auto& path :
+       files_where(dir, [&](const std::string& name) { return is_own_name(name, args); })) {
+    storage.remove(path);
     logger()->info("deleted existing checkpoint {}", path.string());
+  }
+}
+
+// Temporaries an interrupted save of ours left behind: never complete, never candidates.
+void remove_own_temporaries(Storage& storage, const std::filesystem::path& dir,
+                            const DefaultCheckpointerArguments& args) {
+  for (const auto& path : files_where(dir, [&](const std::string& name) {
+         const std::string target = temporary_target(name);
+         return !target.empty() && is_own_name(target, args);
+       })) {
+    storage.remove(path);
+    logger()->info("removed leftover temporary {} of an interrupted save", path.string());
   }
 }
 
@@ -170,13 +209,12 @@ void check_mk_dir(const std::filesystem::path& path) {
   }
 }
 
-std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
-                                      const std::string& file_prefix,
-                                      const std::string& file_ext) {
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
+                                                    const std::string& file_prefix,
+                                                    const std::string& file_ext) {
   std::error_code ec;
+  std::vector<std::pair<int64_t, std::filesystem::path>> found;
   if (!std::filesystem::is_directory(load_dir, ec)) return {};
-  std::filesystem::path best;
-  int64_t best_index = -1;
   const std::string prefix = file_prefix + "_";
   auto it = std::filesystem::recursive_directory_iterator(
       load_dir, std::filesystem::directory_options::skip_permission_denied, ec);
@@ -190,25 +228,36 @@ std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                             load_dir, ec.value());
     }
     const auto index = index_in_name(it->path().filename().string(), prefix, file_ext);
-    if (!index || !it->is_regular_file(ec)) continue;
-    if (*index > best_index || (*index == best_index && it->path() < best)) {
-      best_index = *index;
-      best = it->path();
-    }
+    if (index && it->is_regular_file(ec)) found.emplace_back(*index, it->path());
   }
-  if (best.empty()) logger()->debug("no checkpoint matching {}<N>.{} in {}", prefix, file_ext,
-                                    load_dir.string());
-  return best;
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<std::filesystem::path> result;
+  result.reserve(found.size());
+  for (auto& entry : found) result.push_back(std::move(entry.second));
+  return result;
 }
 
-DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args)
-    : args_(std::move(args)) {
+std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
+                                      const std::string& file_prefix,
+                                      const std::string& file_ext) {
+  auto all = list_checkpoints(load_dir, file_prefix, file_ext);
+  return all.empty() ? std::filesystem::path() : all.front();
+}
+
+DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
+                                         std::shared_ptr<Storage> storage)
+    : args_(std::move(args)), storage_(std::move(storage)) {
+  if (!storage_) throw CheckpointError("DefaultCheckpointer needs a storage (got null)");
   args_.validate();
-  if (args_.delete_existing_checkpoints) {
-    delete_own_files(args_.save_dir, args_);
-    if (!args_.model_state_save_dir.empty() && args_.model_state_save_dir != args_.save_dir) {
-      delete_own_files(args_.model_state_save_dir, args_);
-    }
+  std::vector<std::filesystem::path> dirs{args_.save_dir};
+  if (!args_.model_state_save_dir.empty() && args_.model_state_save_dir != args_.save_dir) {
+    dirs.push_back(args_.model_state_save_dir);
+  }
+  for (const auto& dir : dirs) {
+    remove_own_temporaries(*storage_, dir, args_);
+    if (args_.delete_existing_checkpoints) delete_own_files(*storage_, dir, args_);
   }
 }
 
@@ -219,10 +268,10 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint&
                           ": must be >= 0");
   }
   if (!args_.checkpoint || !(index % args_.period == 0 || force)) return std::nullopt;
-  check_mk_dir(args_.save_dir);
+  ensure_directory(*storage_, args_.save_dir);
   const auto path = args_.save_dir / checkpoint_name(args_, index);
   const auto start = Clock::now();
-  const uint64_t bytes = save_checkpoint_file(checkpoint, path);
+  const uint64_t bytes = save_checkpoint_file(checkpoint, path, *storage_);
   logger()->info("saved checkpoint index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
                  megabytes(bytes), elapsed_ms(start));
   return path;
@@ -234,52 +283,77 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const State
   if (index < 0) {
     throw CheckpointError("invalid model index " + std::to_string(index) + ": must be >= 0");
   }
-  check_mk_dir(args_.model_state_save_dir);
+  ensure_directory(*storage_, args_.model_state_save_dir);
   const auto path = args_.model_state_save_dir / model_name(args_, index);
   const auto start = Clock::now();
-  const uint64_t bytes = save_state_file(model_state, path);
+  const uint64_t bytes = save_state_file(model_state, path, *storage_);
   logger()->info("saved model index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
                  megabytes(bytes), elapsed_ms(start));
   return path;
 }
 
-Checkpoint DefaultCheckpointer::load() {
+template <class Accept>
+std::filesystem::path DefaultCheckpointer::choose(Accept&& accept) {
   if (!args_.load_dir || args_.load_dir->empty()) {
     logger()->info("no load_dir set: starting fresh");
     return {};
   }
   const std::filesystem::path& dir = *args_.load_dir;
-  std::filesystem::path path;
+  std::error_code ec;
   if (args_.load_filename) {
-    path = dir / *args_.load_filename;
-    std::error_code ec;
+    const auto path = dir / *args_.load_filename;
     if (!std::filesystem::exists(path, ec)) {
       throw CheckpointError("load_filename " + path.string() + " does not exist", path, ENOENT);
     }
-  } else {
-    std::error_code ec;
-    if (!std::filesystem::exists(dir, ec)) {
-      logger()->warn("load_dir {} does not exist: no checkpoint found, starting fresh",
-                     dir.string());
-      return {};
-    }
-    if (!std::filesystem::is_directory(dir, ec)) {
-      throw CheckpointError("load_dir " + dir.string() + " is not a directory", dir, ENOTDIR);
-    }
-    path = get_latest_file(dir, args_.file_prefix, args_.file_ext);
-    if (path.empty()) {
-      logger()->warn("no checkpoint {}_<N>.{} found in {}: starting fresh", args_.file_prefix,
-                     args_.file_ext, dir.string());
-      return {};
+    accept(path);  // the user named it: a failure is theirs to see, never substituted
+    return path;
+  }
+  if (!std::filesystem::exists(dir, ec)) {
+    logger()->warn("load_dir {} does not exist: no checkpoint found, starting fresh", dir.string());
+    return {};
+  }
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw CheckpointError("load_dir " + dir.string() + " is not a directory", dir, ENOTDIR);
+  }
+  const auto candidates = list_checkpoints(dir, args_.file_prefix, args_.file_ext);
+  if (candidates.empty()) {
+    logger()->warn("no checkpoint {}_<N>.{} found in {}: starting fresh", args_.file_prefix,
+                   args_.file_ext, dir.string());
+    return {};
+  }
+  std::string reasons;
+  for (const auto& path : candidates) {
+    try {
+      accept(path);
+      return path;
+    } catch (const CheckpointError& e) {
+      logger()->warn("skipping checkpoint {}: {}", path.string(), e.what());
+      reasons += "\n  " + std::string(e.what());
     }
   }
+  throw CheckpointError("none of the " + std::to_string(candidates.size()) + " checkpoints in " +
+                            dir.string() + " can be loaded:" + reasons,
+                        dir);
+}
+
+Checkpoint DefaultCheckpointer::load() {
+  Checkpoint checkpoint;
   const auto start = Clock::now();
-  Checkpoint checkpoint = load_checkpoint_file(path);
+  const auto path = choose([&](const std::filesystem::path& candidate) {
+    checkpoint = load_checkpoint_file(candidate);
+  });
+  if (path.empty()) return {};
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
   logger()->info("loaded checkpoint {} ({:.2f} MB in {:.1f} ms)", path.string(),
                  megabytes(ec ? 0 : size), elapsed_ms(start));
   return checkpoint;
+}
+
+std::filesystem::path DefaultCheckpointer::check() {
+  const auto path = choose([](const std::filesystem::path& candidate) { verify_file(candidate); });
+  if (!path.empty()) logger()->info("verified checkpoint {}", path.string());
+  return path;
 }
 
 }  // namespace ckpt

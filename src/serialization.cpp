@@ -32,18 +32,19 @@ std::string first_line(const std::string& message) {
 
 }  // namespace
 
-uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path) {
+uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path,
+                          Storage& storage) {
   detail::PickleWriter pickler;
   const std::string pickle = pickler.pickle(value);
 
-  detail::AtomicFile file(path);
+  detail::AtomicFile file(storage, path);
   detail::ZipWriter zip([&file](const void* data, std::size_t size) { file.write(data, size); },
                         path.stem().string().empty() ? "archive" : path.stem().string());
   zip.write_record("data.pkl", pickle.data(), pickle.size());
   const auto& storages = pickler.storages();
   for (std::size_t i = 0; i < storages.size(); ++i) {
-    const c10::Storage& storage = storages[i].storage();
-    zip.write_record("data/" + std::to_string(i), storage.data(), storage.nbytes());
+    const c10::Storage& tensor_storage = storages[i].storage();
+    zip.write_record("data/" + std::to_string(i), tensor_storage.data(), tensor_storage.nbytes());
   }
   // The record PyTorch's reader requires (its container version), then ours.
   zip.write_record("version", kTorchContainerVersion, std::strlen(kTorchContainerVersion));
@@ -55,6 +56,25 @@ uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path&
 }
 
 namespace {
+
+void check_format(const detail::ZipReader& zip, const std::string& source) {
+  if (const auto* entry = zip.find(kFormatRecord)) {
+    const std::string text(zip.data(*entry), entry->size);
+    char* end = nullptr;
+    const long long version = std::strtoll(text.c_str(), &end, 10);
+    if (end == text.c_str() || version < 1) {
+      throw CheckpointError(source + ": unreadable format version '" + text + "'", source);
+    }
+    if (version > kFormatVersion) {
+      throw CheckpointError(source + " has format version " + std::to_string(version) +
+                                "; this ckpt reads versions 1 to " + std::to_string(kFormatVersion),
+                            source);
+    }
+  }
+  if (zip.find("data.pkl") == nullptr) {
+    throw CheckpointError(source + " has no data.pkl record: not a torch.save file", source);
+  }
+}
 
 // A parsed, verified file.
 detail::ZipReader open_verified(const std::filesystem::path& path) {
@@ -72,22 +92,7 @@ detail::ZipReader open_verified(const std::filesystem::path& path) {
   }
   detail::ZipReader zip(std::move(buffer), path.string());
   zip.verify();
-  if (const auto* entry = zip.find(kFormatRecord)) {
-    const std::string text(zip.data(*entry), entry->size);
-    char* end = nullptr;
-    const long long version = std::strtoll(text.c_str(), &end, 10);
-    if (end == text.c_str() || version < 1) {
-      throw CheckpointError(path.string() + ": unreadable format version '" + text + "'", path);
-    }
-    if (version > kFormatVersion) {
-      throw CheckpointError(path.string() + " has format version " + std::to_string(version) +
-                                "; this ckpt reads versions 1 to " + std::to_string(kFormatVersion),
-                            path);
-    }
-  }
-  if (zip.find("data.pkl") == nullptr) {
-    throw CheckpointError(path.string() + " has no data.pkl record: not a torch.save file", path);
-  }
+  check_format(zip, path.string());
   return zip;
 }
 
@@ -97,8 +102,13 @@ void release_buffer(void* context) { delete static_cast<std::shared_ptr<detail::
 
 void verify_file(const std::filesystem::path& path) { open_verified(path); }
 
-c10::IValue load_ivalue_file(const std::filesystem::path& path) {
-  const detail::ZipReader zip = open_verified(path);
+std::string temporary_target(const std::string& filename) {
+  return detail::temp_target_name(filename);
+}
+
+namespace detail {
+
+c10::IValue unpickle_archive(const ZipReader& zip, const std::string& source) {
   const auto* pickle = zip.find("data.pkl");
   // Tensors alias the file buffer (records are 64-byte aligned): no copy of their bytes.
   auto load_storage = [&](const std::string& key, c10::ScalarType type,
@@ -106,47 +116,62 @@ c10::IValue load_ivalue_file(const std::filesystem::path& path) {
     const std::string record = "data/" + key;
     const auto* entry = zip.find(record);
     if (entry == nullptr) {
-      throw CheckpointError(path.string() + ": storage record '" + record + "' is missing", path);
+      throw CheckpointError(source + ": storage record '" + record + "' is missing", source);
     }
     const unsigned __int128 expected =
         static_cast<unsigned __int128>(static_cast<uint64_t>(numel)) * c10::elementSize(type);
     if (entry->size < expected) {
-      throw CheckpointError(path.string() + ": storage record '" + record + "' has " +
+      throw CheckpointError(source + ": storage record '" + record + "' has " +
                                 std::to_string(entry->size) + " bytes, expected " +
                                 std::to_string(static_cast<uint64_t>(expected)),
-                            path);
+                            source);
     }
     void* data = const_cast<char*>(zip.data(*entry));
-    at::DataPtr data_ptr(data, new std::shared_ptr<detail::FileBuffer>(zip.buffer()),
-                         &release_buffer, at::Device(at::kCPU));
+    at::DataPtr data_ptr(data, new std::shared_ptr<FileBuffer>(zip.buffer()), &release_buffer,
+                         at::Device(at::kCPU));
     return c10::Storage(c10::Storage::use_byte_size_t(), entry->size, std::move(data_ptr),
                         nullptr, false);
   };
   try {
-    return detail::read_pickle(zip.data(*pickle), pickle->size, load_storage, path.string());
+    return read_pickle(zip.data(*pickle), pickle->size, load_storage, source);
   } catch (const c10::Error& e) {
-    throw CheckpointError("cannot read " + path.string() + ": " +
-                              first_line(e.what_without_backtrace()),
-                          path);
+    throw CheckpointError("cannot read " + source + ": " + first_line(e.what_without_backtrace()),
+                          source);
   } catch (const std::bad_alloc&) {
-    throw CheckpointError("cannot read " + path.string() + ": out of memory", path);
+    throw CheckpointError("cannot read " + source + ": out of memory", source);
   }
 }
 
-uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path) {
-  return save_ivalue_file(state.to_ivalue(), path);
+c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
+                               bool verify) {
+  ZipReader zip(std::move(buffer), source);
+  if (verify) zip.verify();
+  check_format(zip, source);
+  return unpickle_archive(zip, source);
+}
+
+}  // namespace detail
+
+c10::IValue load_ivalue_file(const std::filesystem::path& path) {
+  return detail::unpickle_archive(open_verified(path), path.string());
+}
+
+uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,
+                         Storage& storage) {
+  return save_ivalue_file(state.to_ivalue(), path, storage);
 }
 
 StateDict load_state_file(const std::filesystem::path& path) {
   return StateDict::from_ivalue(load_ivalue_file(path), path.string());
 }
 
-uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path) {
+uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
+                              Storage& storage) {
   StateDict file;
   file.insert_or_assign(kCheckpointKeys[0], checkpoint.module_interface_state.to_ivalue());
   file.insert_or_assign(kCheckpointKeys[1], checkpoint.trainer_state.to_ivalue());
   file.insert_or_assign(kCheckpointKeys[2], checkpoint.trainer_backend_state.to_ivalue());
-  return save_state_file(file, path);
+  return save_state_file(file, path, storage);
 }
 
 Checkpoint load_checkpoint_file(const std::filesystem::path& path) {

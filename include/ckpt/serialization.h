@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint.h>
 #include <ckpt/state_dict.h>
+#include <ckpt/storage.h>
 
 #include <ATen/core/ivalue.h>
 
@@ -21,8 +22,14 @@ inline constexpr int64_t kFormatVersion = 1;
 /// file. The write is atomic: a temporary in the same directory (`.<name>.ckpt-tmp-XXXXXX`) is
 /// written, fsynced and renamed over `path`, and the directory is fsynced; on failure the temporary
 /// is removed and CheckpointError (naming `path` and the system's reason) is thrown, leaving any
-/// previous file at `path` untouched. The parent directory must exist. Returns the bytes written.
-uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path);
+/// previous file at `path` untouched. The parent directory must exist. All writes, fsyncs, renames
+/// and removals go through `storage`. Returns the bytes written.
+uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path,
+                          Storage& storage = *Storage::local());
+
+/// If `filename` (a name, not a path) is a temporary of a save_ivalue_file that did not finish
+/// (`.<name>.ckpt-tmp-XXXXXX`), returns `<name>`; otherwise an empty string.
+std::string temporary_target(const std::string& filename);
 
 /// Reads a file written by save_ivalue_file or by Python's `torch.save` (dicts, OrderedDicts,
 /// lists, tuples, ints, floats, bools, strings, None and CPU tensors). Only an allowlist of pickle
@@ -40,14 +47,16 @@ c10::IValue load_ivalue_file(const std::filesystem::path& path);
 void verify_file(const std::filesystem::path& path);
 
 /// save_ivalue_file of a dict; Python's `torch.load` returns a plain `dict`.
-uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path);
+uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,
+                         Storage& storage = *Storage::local());
 /// load_ivalue_file, requiring a dict with string keys at the top (Python's `OrderedDict` from
 /// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
 StateDict load_state_file(const std::filesystem::path& path);
 
 /// Writes a dict with exactly the keys `module_interface_state`, `trainer_state` and
 /// `trainer_backend_state` (PyMarlin's layout; an empty state is written as an empty dict).
-uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path);
+uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
+                              Storage& storage = *Storage::local());
 /// Reads PyMarlin's layout. A missing key or a None value gives an empty state; any other key is
 /// an error naming it.
 Checkpoint load_checkpoint_file(const std::filesystem::path& path);

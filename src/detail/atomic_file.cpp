@@ -2,85 +2,71 @@
 
 #include <ckpt/checkpoint_error.h>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <vector>
-
 namespace ckpt::detail {
 namespace {
 
 constexpr std::size_t kBufferSize = 1 << 20;
 
-std::string system_reason(int error_number) { return std::strerror(error_number); }
+std::filesystem::path directory_of(const std::filesystem::path& path) {
+  return path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+}
 
 }  // namespace
 
-bool is_temp_name(const std::string& filename) {
-  return !filename.empty() && filename[0] == '.' && filename.find(kTempMarker) != std::string::npos;
+std::string temp_target_name(const std::string& filename) {
+  const auto marker = filename.rfind(kTempMarker);
+  if (filename.size() < 2 || filename[0] != '.' || marker == std::string::npos ||
+      filename.size() - marker != std::string(kTempMarker).size() + 6) {
+    return {};
+  }
+  return filename.substr(1, marker - 1);
 }
 
-AtomicFile::AtomicFile(std::filesystem::path destination) : destination_(std::move(destination)) {
-  const auto directory = destination_.has_parent_path() ? destination_.parent_path()
-                                                        : std::filesystem::path(".");
-  std::string pattern =
-      (directory / ("." + destination_.filename().string() + kTempMarker + "XXXXXX")).string();
-  std::vector<char> name(pattern.begin(), pattern.end());
-  name.push_back('\0');
-  fd_ = ::mkostemp(name.data(), O_CLOEXEC);
-  if (fd_ < 0) {
-    const int error_number = errno;
-    throw CheckpointError("cannot create a temporary file for " + destination_.string() + ": " +
-                              system_reason(error_number),
-                          destination_, error_number);
-  }
-  temp_path_ = name.data();
-  // mkstemp creates 0600; checkpoints are ordinary files, readable as the umask allows.
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::fchmod(fd_, 0666 & ~mask);
+AtomicFile::AtomicFile(Storage& storage, std::filesystem::path destination)
+    : storage_(storage), destination_(std::move(destination)) {
+  guarded([&] {
+    file_ = storage_.create_unique(directory_of(destination_),
+                                   "." + destination_.filename().string() + kTempMarker,
+                                   &temp_path_);
+  });
   buffer_.reserve(kBufferSize);
 }
 
 AtomicFile::~AtomicFile() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
+  if (!committed_) discard();
 }
 
-void AtomicFile::fail(const std::string& what, int error_number) {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
-  ::unlink(temp_path_.c_str());
-  temp_path_.clear();
-  throw CheckpointError("cannot write " + destination_.string() + ": " + what + " failed: " +
-                            system_reason(error_number),
-                        destination_, error_number);
-}
-
-void AtomicFile::write_fully(const char* data, std::size_t size) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd_, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail("write", errno);
+void AtomicFile::discard() noexcept {
+  file_.reset();
+  if (!temp_path_.empty()) {
+    try {
+      storage_.remove(temp_path_);
+    } catch (...) {
+      // Best effort: the temporary is recognisably named and removed at the next start.
     }
-    data += n;
-    size -= static_cast<std::size_t>(n);
+    temp_path_.clear();
+  }
+}
+
+template <class F>
+void AtomicFile::guarded(F&& step) {
+  try {
+    step();
+  } catch (const CheckpointError& e) {
+    discard();
+    throw CheckpointError("cannot save " + destination_.string() + ": " + e.what(), destination_,
+                          e.error_number());
   }
 }
 
 void AtomicFile::flush_buffer() {
-  write_fully(buffer_.data(), buffer_.size());
+  if (buffer_.empty()) return;
+  guarded([&] { file_->append(buffer_.data(), buffer_.size()); });
   buffer_.clear();
 }
 
 void AtomicFile::write(const void* data, std::size_t size) {
+  if (!file_) throw CheckpointError("cannot save " + destination_.string() + ": write after failure", destination_);
   const char* bytes = static_cast<const char*>(data);
   bytes_ += size;
   if (buffer_.size() + size <= kBufferSize) {
@@ -91,40 +77,26 @@ void AtomicFile::write(const void* data, std::size_t size) {
   if (size < kBufferSize) {
     buffer_.append(bytes, size);
   } else {
-    write_fully(bytes, size);  // large tensor data goes straight from its own memory
+    guarded([&] { file_->append(bytes, size); });  // large tensor data straight from its memory
   }
 }
 
 void AtomicFile::commit() {
   flush_buffer();
-  if (::fsync(fd_) != 0) fail("fsync", errno);
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    fail("close", errno);
-  }
-  fd_ = -1;
-  if (::rename(temp_path_.c_str(), destination_.c_str()) != 0) fail("rename", errno);
+  guarded([&] {
+    file_->sync();
+    file_->close();
+    storage_.rename(temp_path_, destination_);
+  });
   committed_ = true;
-  fsync_directory(destination_.has_parent_path() ? destination_.parent_path()
-                                                 : std::filesystem::path("."));
-}
-
-void fsync_directory(const std::filesystem::path& directory) {
-  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    const int error_number = errno;
-    throw CheckpointError("cannot open directory " + directory.string() + " to fsync it: " +
-                              system_reason(error_number),
-                          directory, error_number);
+  file_.reset();
+  // The new file is complete under its name; only its durability is pending.
+  try {
+    storage_.sync_directory(directory_of(destination_));
+  } catch (const CheckpointError& e) {
+    throw CheckpointError("cannot save " + destination_.string() + ": " + e.what(), destination_,
+                          e.error_number());
   }
-  if (::fsync(fd) != 0 && errno != EINVAL) {
-    const int error_number = errno;
-    ::close(fd);
-    throw CheckpointError(
-        "cannot fsync directory " + directory.string() + ": " + system_reason(error_number),
-        directory, error_number);
-  }
-  ::close(fd);
 }
 
 }  // namespace ckpt::detail

@@ -278,8 +278,11 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
   const char* end = base + end_pos;
   const uint64_t comment_size = get(end + 20, 2);
   const std::string comment(end + kEndSize, comment_size);
-  if (comment.rfind(kChecksumCommentPrefix, 0) == 0) {
-    if (comment.size() != kCommentSize) fail("malformed checksum comment");
+  // torch.save writes no comment; ckpt writes exactly its checksum. Anything else is damage.
+  if (!comment.empty()) {
+    if (comment.size() != kCommentSize || comment.rfind(kChecksumCommentPrefix, 0) != 0) {
+      fail("damaged checksum comment at the end of the file");
+    }
     char* parse_end = nullptr;
     const std::string hex = comment.substr(std::strlen(kChecksumCommentPrefix));
     expected_file_crc_ = static_cast<uint32_t>(std::strtoul(hex.c_str(), &parse_end, 16));

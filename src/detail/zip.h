@@ -1,5 +1,7 @@
 #pragma once
 
+#include <ATen/core/ivalue.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -91,5 +93,10 @@ class ZipReader {
   uint32_t expected_file_crc_ = 0;
   uint64_t checksummed_bytes_ = 0;
 };
+
+/// Parses, optionally verifies, and unpickles a whole file held in memory (the loader behind
+/// ckpt::load_ivalue_file; the fuzzer calls it without verification to reach the parsers).
+c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
+                               bool verify);
 
 }  // namespace ckpt::detail

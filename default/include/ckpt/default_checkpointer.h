@@ -3,11 +3,14 @@
 #include <ckpt/abstract_checkpointer.h>
 #include <ckpt/checkpoint.h>
 #include <ckpt/state_dict.h>
+#include <ckpt/storage.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace boost {
 namespace program_options {
@@ -71,6 +74,12 @@ std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                                       const std::string& file_prefix = "model",
                                       const std::string& file_ext = "pt");
 
+/// Every checkpoint under `load_dir` (recursively) named exactly `{file_prefix}_{N}.{file_ext}`,
+/// newest first: by N descending, ties by path ascending. get_latest_file is its first element.
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
+                                                    const std::string& file_prefix = "model",
+                                                    const std::string& file_ext = "pt");
+
 /// Creates `path` and its parents if missing. Throws CheckpointError if it exists and is not a
 /// directory, or cannot be created.
 void check_mk_dir(const std::filesystem::path& path);
@@ -89,9 +98,13 @@ void check_mk_dir(const std::filesystem::path& path);
 /// Thread safety: one thread at a time.
 class DefaultCheckpointer final : public AbstractCheckpointer {
  public:
-  /// Validates `args` (CheckpointError naming the bad field) and, with
-  /// `delete_existing_checkpoints`, deletes this checkpointer's own files, logging each.
-  explicit DefaultCheckpointer(DefaultCheckpointerArguments args);
+  /// Validates `args` (CheckpointError naming the bad field), removes temporaries that an
+  /// interrupted save of this checkpointer left in `save_dir` and `model_state_save_dir`
+  /// (`.<name>.ckpt-tmp-XXXXXX` where `<name>` is one of its own file names), and, with
+  /// `delete_existing_checkpoints`, deletes this checkpointer's own files, logging each. Every
+  /// write, fsync, rename and removal goes through `storage`.
+  explicit DefaultCheckpointer(DefaultCheckpointerArguments args,
+                               std::shared_ptr<Storage> storage = Storage::local());
 
   /// Writes `{save_dir}/{file_prefix}_{index}.{file_ext}` when
   /// `checkpoint && (index % period == 0 || force)` and returns its path; otherwise returns
@@ -106,14 +119,26 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
 
   /// Unset `load_dir`: empty Checkpoint. `load_dir` missing or without checkpoints: empty
   /// Checkpoint and a warning. `load_filename` set: exactly `{load_dir}/{load_filename}`, and a
-  /// CheckpointError if that file does not exist. Otherwise the newest file (get_latest_file).
-  /// Tensors load onto the CPU. A file that exists but cannot be read is a CheckpointError.
+  /// CheckpointError if that file does not exist or fails verification (no silent substitute).
+  /// Otherwise the newest checkpoint (list_checkpoints) that verifies and loads: each newer file
+  /// that does not is skipped with a warning saying why; if none loads, CheckpointError listing
+  /// them. Every file is verified before use (see ckpt::verify_file). Tensors load onto the CPU.
   Checkpoint load() override;
+
+  /// load() without restoring: the same choice of file and the same verification (checksums,
+  /// structure, format version), without unpickling. Returns the file load() would resume from,
+  /// or an empty path where load() would start fresh. Throws where load() would.
+  std::filesystem::path check();
 
   const DefaultCheckpointerArguments& args() const noexcept { return args_; }
 
  private:
+  // The file to resume from (empty: start fresh), found by `accept`, which throws to reject.
+  template <class Accept>
+  std::filesystem::path choose(Accept&& accept);
+
   DefaultCheckpointerArguments args_;
+  std::shared_ptr<Storage> storage_;
 };
 
 }  // namespace ckpt
