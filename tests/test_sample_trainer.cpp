@@ -339,6 +339,17 @@ BOOST_AUTO_TEST_CASE(custom_checkpointer_is_called_as_specified) {
                std::vector<std::string>{"load()", "save(3)", "save(3, force)", "save_model(3)"}));
   BOOST_CHECK_EQUAL(checkpointer->latest.trainer_backend_state.at("global_step_completed").toInt(),
                     4 * 23);
+
+  // Nothing left to train: no epoch runs, but the forced save and the weights still happen.
+  checkpointer->calls.clear();
+  auto done_module = make_module(5);
+  const TrainResult done =
+      Trainer(std::make_shared<SingleProcess>(), done_module, quick_args(3), checkpointer).train();
+  BOOST_CHECK(done.epochs.empty());
+  BOOST_CHECK_EQUAL(done.last_epoch, 3);
+  BOOST_CHECK_EQUAL(done.final_val.correct, result.epochs.back().val.correct);
+  BOOST_CHECK((checkpointer->calls ==
+               std::vector<std::string>{"load()", "save(3, force)", "save_model(3)"}));
 }
 
 BOOST_AUTO_TEST_CASE(resume_is_exact_in_process) {
