@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ccache pkg-config
+  build-essential cmake ccache pkg-config clang libclang-rt-14-dev
   libtorch-dev
   libboost-filesystem-dev libboost-program-options-dev libboost-test-dev
   libspdlog-dev zlib1g-dev nlohmann-json3-dev libisal-dev

@@ -1,12 +1,37 @@
 #!/usr/bin/env bash
-# Installs the dependencies (Debian 12 packages), builds ckpt and runs the whole test suite.
-# Usage: scripts/test.sh            (build directory: $CKPT_BUILD_DIR, default ./build)
+# Installs the dependencies (Debian 12 packages), builds ckpt and runs the whole test suite:
+#   1. the suite (ctest) on a normal build;
+#   2. the same suite on a build with AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. the loader's libFuzzer target for 60 s from a seed corpus of real checkpoints.
+# Usage: scripts/test.sh   (build directories: $CKPT_BUILD_DIR, default ./build, and <that>-asan;
+#                           CKPT_SKIP_SANITIZERS=1 / CKPT_SKIP_FUZZ=1 run only step 1)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-build_dir=${CKPT_BUILD_DIR:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+build_dir=${CKPT_BUILD_DIR:-$root/build}
+jobs=$(nproc)
 
 scripts/install-deps.sh
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCKPT_BUILD_TESTS=ON
-cmake --build "$build_dir" -j "$(nproc)"
-cd "$build_dir"
-ctest --output-on-failure -j "$(nproc)" --timeout 1200
+
+run_suite() {  # run_suite BUILD_DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCKPT_BUILD_TESTS=ON "$@"
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 1500)
+}
+
+if [ "${CKPT_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== libFuzzer: the loader for ${CKPT_FUZZ_SECONDS:-60} s (ASan + UBSan)"
+  scripts/fuzz.sh
+fi
+
+if [ "${CKPT_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+  # LibTorch itself is not instrumented and keeps allocations until exit: leak checking is off.
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite "$build_dir-asan" -DCKPT_SANITIZE=ON
+fi
+
+echo "== test suite"
+run_suite "$build_dir"

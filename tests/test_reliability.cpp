@@ -388,3 +388,74 @@ BOOST_AUTO_TEST_CASE(unreadable_load_dir_and_unwritable_save_dir) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// Crafted malformed containers: each absurd size or offset is refused by name, before any read
+// outside the file or any allocation it asks for.
+BOOST_AUTO_TEST_SUITE(hostile_files)
+
+namespace {
+
+struct Crafted {
+  std::string bytes;
+  std::size_t end;  // end-of-central-directory record
+  std::size_t cd;   // first central directory entry
+
+  explicit Crafted(const std::filesystem::path& good) : bytes(read_bytes(good)) {
+    end = bytes.size() - 22 - 19;
+    BOOST_REQUIRE(bytes.compare(end, 4, "PK\x05\x06") == 0);
+    cd = get(end + 16, 4);
+  }
+  uint64_t get(std::size_t at, int n) const {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= uint64_t(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
+    return v;
+  }
+  Crafted& set(std::size_t at, int n, uint64_t v) {
+    for (int i = 0; i < n; ++i) bytes[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    return *this;
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(absurd_sizes_and_offsets_are_refused) {
+  TempDir dir;
+  const auto good = dir / "good.pt";
+  ckpt::save_checkpoint_file(real_checkpoint(0), good);
+  const Crafted base(good);
+  const std::vector<std::pair<std::string, Crafted>> cases{
+      {"central directory out of bounds", Crafted(base).set(base.end + 16, 4, 0xfffffff0)},
+      {"central directory out of bounds", Crafted(base).set(base.end + 12, 4, 0x7fffffff)},
+      {"more entries than the central directory holds", Crafted(base).set(base.end + 10, 2, 0xfffe).set(base.end + 8, 2, 0xfffe)},
+      {"zip64 locator missing", Crafted(base).set(base.end + 10, 2, 0xffff)},
+      {"header out of bounds", Crafted(base).set(base.cd + 42, 4, 0xfffffff0)},
+      {"data out of bounds", Crafted(base).set(base.cd + 20, 4, 0x7ffffff0).set(base.cd + 24, 4, 0x7ffffff0)},
+      {"entry truncated", Crafted(base).set(base.cd + 28, 2, 0xffff)},
+      {"is compressed", Crafted(base).set(base.cd + 10, 2, 8)},
+      {"inconsistent sizes", Crafted(base).set(base.cd + 20, 4, 1)},
+      {"bad central directory signature", Crafted(base).set(base.cd, 4, 0x12345678)},
+      {"bad local header", Crafted(base).set(0, 4, 0)},
+      {"no end-of-central-directory record", Crafted(base).set(base.end + 20, 2, 3)},
+  };
+  for (const auto& [expected, crafted] : cases) {
+    BOOST_TEST_CONTEXT(expected) {
+      const auto path = dir / "hostile.pt";
+      write_bytes(path, crafted.bytes);
+      BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path), ckpt::CheckpointError,
+                            message_contains(path.string(), expected));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(files_from_the_seed_corpus_and_python_load) {
+  // The fuzzer's seeds written by Python's torch.save are real inputs: they must load cleanly.
+  for (const char* name : {"python_state_dict.pt", "python_pymarlin.pt"}) {
+    const auto path = std::filesystem::path(CKPT_SOURCE_DIR) / "tests" / "fuzz" / "seeds" / name;
+    BOOST_TEST_CONTEXT(name) {
+      ckpt::verify_file(path);
+      BOOST_TEST(!ckpt::load_state_file(path).empty());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
