@@ -55,6 +55,8 @@ std::string parse_line(const char* line, std::vector<int64_t>& values) {
 
 }  // namespace
 
+std::filesystem::path default_digits_path() { return SAMPLE_TRAINER_DEFAULT_DATA; }
+
 DigitsData load_digits(const std::filesystem::path& path) {
   std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(path.c_str(), "rb"), gzclose);
   if (!file) {

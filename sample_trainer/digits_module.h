@@ -16,6 +16,10 @@ struct DigitsData {
   at::Tensor labels;
 };
 
+/// The digits file of the source tree this library was built from (`data/digits.csv.gz`): the
+/// sample program's default `--data`.
+std::filesystem::path default_digits_path();
+
 /// Reads a gzip (or plain) CSV file whose lines are 64 integer pixels 0..16 followed by the label
 /// 0..9. Throws std::runtime_error naming the file (and the line, for malformed content).
 DigitsData load_digits(const std::filesystem::path& path);

@@ -141,9 +141,9 @@ int main(int argc, char** argv) {
       "the command line overrides it");
   po::options_description file_options;
   po::options_description data("Data");
-  data.add_options()("data",
-                     po::value<std::string>(&data_path)->default_value(SAMPLE_TRAINER_DEFAULT_DATA),
-                     "digits CSV, gzip or plain: 64 pixels 0..16 then the label, per line");
+  data.add_options()(
+      "data", po::value<std::string>(&data_path)->default_value(default_digits_path().string()),
+      "digits CSV, gzip or plain: 64 pixels 0..16 then the label, per line");
   file_options.add(data)
       .add(trainer_options(args))
       .add(ckpt::default_checkpointer_options(args.checkpointer_args));
