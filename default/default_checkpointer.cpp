@@ -139,6 +139,15 @@ void DefaultCheckpointerArguments::validate() const {
   if (load_filename && load_filename->empty()) {
     throw CheckpointError("invalid load_filename '': leave it unset instead");
   }
+  // Checked here, before construction deletes anything, so that a typo loses nothing.
+  if (load_filename && (!load_dir || load_dir->empty())) {
+    throw CheckpointError("invalid load_filename '" + *load_filename +
+                          "': it names a file inside load_dir, which is unset");
+  }
+  if (load_filename && !std::filesystem::exists(*load_dir / *load_filename, ec)) {
+    const auto path = *load_dir / *load_filename;
+    throw CheckpointError("load_filename " + path.string() + " does not exist", path, ENOENT);
+  }
   // Throws naming the level if unknown; applying it here also makes the level take effect.
   set_log_level(log_level);
 }

@@ -185,9 +185,15 @@ BOOST_AUTO_TEST_CASE(missing_load_filename_is_an_error_not_a_fresh_start) {
   auto args = pymarlin_args(dir);
   args.load_dir = dir.path();
   args.load_filename = "gone.tar";
-  DefaultCheckpointer checkpointer(args);
-  BOOST_CHECK_EXCEPTION(checkpointer.load(), ckpt::CheckpointError,
+  args.delete_existing_checkpoints = true;
+  DefaultCheckpointer(pymarlin_args(dir)).save(checkpoint_at_epoch(0), 0);
+  // Refused at construction, before delete_existing_checkpoints could delete anything.
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
                         message_contains("load_filename", "gone.tar", "does not exist"));
+  BOOST_TEST(count_files(dir / "save") == 1u);
+  args.load_dir.reset();
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+                        message_contains("load_filename", "gone.tar", "load_dir"));
 }
 
 BOOST_AUTO_TEST_CASE(load_filename_wins_over_a_newer_file) {
