@@ -146,7 +146,8 @@ void DefaultCheckpointerArguments::validate() const {
   }
   if (load_filename && !std::filesystem::exists(*load_dir / *load_filename, ec)) {
     const auto path = *load_dir / *load_filename;
-    throw CheckpointError("load_filename " + path.string() + " does not exist", path, ENOENT);
+    throw CheckpointError("invalid load_filename " + path.string() + ": does not exist", path,
+                          ENOENT);
   }
   // Throws naming the level if unknown; applying it here also makes the level take effect.
   set_log_level(log_level);

@@ -81,21 +81,11 @@ void validate_arguments(const TrainerArguments& args, const po::options_descript
   } catch (const ckpt::CheckpointError& e) {
     throw UsageError(with_flag(e.what(), "chkp", desc));
   }
+  // validate() has refused a load_filename without load_dir or naming no file.
   std::error_code ec;
-  if (chkp.load_filename && !chkp.load_dir) {
-    throw UsageError("--chkp.load_filename " + *chkp.load_filename +
-                     " needs --chkp.load_dir to say where it is");
-  }
   if (chkp.load_dir && fs::exists(*chkp.load_dir, ec) && !fs::is_directory(*chkp.load_dir, ec)) {
     throw UsageError("load_dir " + chkp.load_dir->string() +
                      " is not a directory (--chkp.load_dir)");
-  }
-  if (chkp.load_dir && chkp.load_filename) {
-    const fs::path path = *chkp.load_dir / *chkp.load_filename;
-    if (!fs::is_regular_file(path, ec)) {
-      throw UsageError("load_filename " + path.string() +
-                       " does not exist or is not a file (--chkp.load_filename)");
-    }
   }
 }
 
