@@ -46,7 +46,11 @@ struct DefaultCheckpointerArguments {
   /// Level of ckpt's logger: trace, debug, info, warning, error, critical, off. Default: "INFO".
   std::string log_level = "INFO";
 
-  /// Throws CheckpointError naming the field and value if an option is out of range.
+  /// Throws CheckpointError naming the field and value if an option is out of range, if
+  /// `save_dir` or `model_state_save_dir` is an existing non-directory, or if `load_filename` is
+  /// set without `load_dir` or names no existing file (checked here so that a typo is refused
+  /// before `delete_existing_checkpoints` deletes anything). Also applies `log_level` to ckpt's
+  /// logger.
   void validate() const;
 };
 
