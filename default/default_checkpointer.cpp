@@ -7,12 +7,20 @@
 
 #include <boost/program_options.hpp>
 #include <spdlog/spdlog.h>
+#include <ATen/core/ivalue.h>
+#include <ATen/Tensor.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <system_error>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <set>
+
+#include <sys/stat.h>
 
 namespace po = boost::program_options;
 
@@ -27,33 +35,55 @@ double elapsed_ms(Clock::time_point start) {
 
 double megabytes(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
-// N if `name` is exactly `{prefix}{N}.{ext}` with N a non-negative decimal integer.
-std::optional<int64_t> index_in_name(const std::string& name, const std::string& prefix,
+// N if `text` is a non-negative decimal integer of at most 18 digits.
+std::optional<int64_t> parse_count(const std::string& text) {
+  if (text.empty() || text.size() > 18) return std::nullopt;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return std::stoll(text);
+}
+
+// The part of `name` between `prefix` and `.{ext}`, if it has both.
+std::optional<std::string> middle_of(const std::string& name, const std::string& prefix,
                                      const std::string& ext) {
   const std::string suffix = "." + ext;
   if (name.size() <= prefix.size() + suffix.size()) return std::nullopt;
   if (name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
   if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return std::nullopt;
-  const std::string digits =
-      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-  if (digits.empty() || digits.size() > 18) return std::nullopt;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
-  }
-  return std::stoll(digits);
+  return name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
 }
 
-std::filesystem::path checkpoint_name(const DefaultCheckpointerArguments& args, int64_t index) {
-  return args.file_prefix + "_" + std::to_string(index) + "." + args.file_ext;
+// N if `name` is exactly `{prefix}{N}.{ext}` with N a non-negative decimal integer.
+std::optional<int64_t> index_in_name(const std::string& name, const std::string& prefix,
+                                     const std::string& ext) {
+  const auto middle = middle_of(name, prefix, ext);
+  return middle ? parse_count(*middle) : std::nullopt;
 }
 
 std::filesystem::path model_name(const DefaultCheckpointerArguments& args, int64_t index) {
   return args.file_prefix + "_model_" + std::to_string(index) + "." + args.file_ext;
 }
 
+std::filesystem::path best_name(const DefaultCheckpointerArguments& args, int64_t index) {
+  return args.file_prefix + "_best_" + std::to_string(index) + "." + args.file_ext;
+}
+
+std::string pointer_name(const std::string& file_prefix) { return file_prefix + "_latest"; }
+
+std::optional<int64_t> best_index(const std::string& name,
+                                  const DefaultCheckpointerArguments& args) {
+  return index_in_name(name, args.file_prefix + "_best_", args.file_ext);
+}
+
+bool is_resumable_name(const std::string& name, const DefaultCheckpointerArguments& args) {
+  return CheckpointName::parse(name, args.file_prefix, args.file_ext).has_value();
+}
+
 bool is_own_name(const std::string& name, const DefaultCheckpointerArguments& args) {
-  return index_in_name(name, args.file_prefix + "_", args.file_ext) ||
-         index_in_name(name, args.file_prefix + "_model_", args.file_ext);
+  return is_resumable_name(name, args) ||
+         index_in_name(name, args.file_prefix + "_model_", args.file_ext) ||
+         best_index(name, args) || name == pointer_name(args.file_prefix);
 }
 
 // Top-level regular files of `dir` for which `select(name)` holds.
@@ -110,7 +140,92 @@ void remove_own_temporaries(Storage& storage, const std::filesystem::path& dir,
   }
 }
 
+// The bytes save_checkpoint_file will write, roughly: every distinct tensor storage, plus the
+// pickle and the zip records' overhead.
+uint64_t estimate_bytes(const Checkpoint& checkpoint) {
+  std::set<const void*> seen;
+  uint64_t bytes = 64 * 1024;
+  std::vector<c10::IValue> pending;
+  for (const StateDict* part : {&checkpoint.module_interface_state, &checkpoint.trainer_state,
+                                &checkpoint.trainer_backend_state, &checkpoint.registered_state,
+                                &checkpoint.hyperparameters, &checkpoint.metadata}) {
+    for (const auto& entry : *part) pending.push_back(entry.second);
+  }
+  while (!pending.empty()) {
+    const c10::IValue value = std::move(pending.back());
+    pending.pop_back();
+    bytes += 64;
+    if (value.isTensor()) {
+      const at::Tensor& tensor = value.toTensor();
+      if (tensor.defined() && seen.insert(tensor.storage().unsafeGetStorageImpl()).second) {
+        bytes += tensor.storage().nbytes() + 256;
+      }
+    } else if (value.isGenericDict()) {
+      for (const auto& entry : value.toGenericDict()) pending.push_back(entry.value());
+    } else if (value.isList()) {
+      for (const auto& element : value.toListRef()) pending.push_back(element);
+    } else if (value.isTuple()) {
+      for (const auto& element : value.toTupleRef().elements()) pending.push_back(element);
+    } else if (value.isString()) {
+      bytes += value.toStringRef().size();
+    }
+  }
+  return bytes;
+}
+
+// Modification time in nanoseconds, or -1 if it cannot be read.
+int64_t mtime_ns(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+std::optional<double> number_at(const StateDict& state, const std::string& key) {
+  if (!state.contains(key)) return std::nullopt;
+  const c10::IValue& value = state.at(key);
+  if (value.isDouble()) return value.toDouble();
+  if (value.isInt()) return static_cast<double>(value.toInt());
+  return std::nullopt;
+}
+
+std::optional<StateDict> dict_at(const StateDict& state, const std::string& key) {
+  if (!state.contains(key) || !state.at(key).isGenericDict()) return std::nullopt;
+  return StateDict::from_ivalue(state.at(key), key);
+}
+
 }  // namespace
+
+bool CheckpointName::operator<(const CheckpointName& other) const noexcept {
+  if (index != other.index) return index < other.index;
+  // Within an index, step checkpoints (mid-epoch) precede the epoch's own (step unset).
+  const int64_t mine = step.value_or(std::numeric_limits<int64_t>::max());
+  const int64_t theirs = other.step.value_or(std::numeric_limits<int64_t>::max());
+  return mine < theirs;
+}
+
+std::string CheckpointName::file_name(const std::string& prefix, const std::string& ext) const {
+  std::string name = prefix + "_" + std::to_string(index);
+  if (step) name += "_step_" + std::to_string(*step);
+  return name + "." + ext;
+}
+
+std::optional<CheckpointName> CheckpointName::parse(const std::string& file_name,
+                                                    const std::string& prefix,
+                                                    const std::string& ext) {
+  const auto middle = middle_of(file_name, prefix + "_", ext);
+  if (!middle) return std::nullopt;
+  const std::string marker = "_step_";
+  const auto at = middle->find(marker);
+  if (at == std::string::npos) {
+    const auto index = parse_count(*middle);
+    if (!index) return std::nullopt;
+    return CheckpointName{*index, std::nullopt};
+  }
+  const auto index = parse_count(middle->substr(0, at));
+  const auto step = parse_count(middle->substr(at + marker.size()));
+  if (!index || !step) return std::nullopt;
+  return CheckpointName{*index, *step};
+}
 
 void DefaultCheckpointerArguments::validate() const {
   if (period < 1) {
@@ -148,6 +263,33 @@ void DefaultCheckpointerArguments::validate() const {
     const auto path = *load_dir / *load_filename;
     throw CheckpointError("invalid load_filename " + path.string() + ": does not exist", path,
                           ENOENT);
+  }
+  if (every_n_train_steps < 0) {
+    throw CheckpointError("invalid every_n_train_steps " + std::to_string(every_n_train_steps) +
+                          ": must be >= 0 (0: off)");
+  }
+  if (!(train_time_interval >= 0) || !std::isfinite(train_time_interval)) {
+    throw CheckpointError("invalid train_time_interval " + std::to_string(train_time_interval) +
+                          ": must be a number of seconds >= 0 (0: off)");
+  }
+  if (keep_last_n < 0) {
+    throw CheckpointError("invalid keep_last_n " + std::to_string(keep_last_n) +
+                          ": must be >= 0 (0: keep all)");
+  }
+  if (save_top_k < 0) {
+    throw CheckpointError("invalid save_top_k " + std::to_string(save_top_k) +
+                          ": must be >= 0 (0: off)");
+  }
+  if (save_top_k > 0 && monitor.empty()) {
+    throw CheckpointError("invalid save_top_k " + std::to_string(save_top_k) +
+                          ": needs monitor, the metric that ranks checkpoints (e.g. val_loss)");
+  }
+  if (mode != "min" && mode != "max") {
+    throw CheckpointError("invalid mode '" + mode + "': must be min or max");
+  }
+  if (!(disk_margin_mb >= 0) || !std::isfinite(disk_margin_mb)) {
+    throw CheckpointError("invalid disk_margin_mb " + std::to_string(disk_margin_mb) +
+                          ": must be >= 0");
   }
   // Throws naming the level if unknown; applying it here also makes the level take effect.
   set_log_level(log_level);
@@ -196,8 +338,76 @@ po::options_description default_checkpointer_options(DefaultCheckpointerArgument
        "file extension, without the dot")
       ((p + "log_level").c_str(),
        po::value<std::string>(&args.log_level)->default_value(defaults.log_level),
-       "ckpt's log level: trace, debug, info, warning, error, critical, off");
+       "ckpt's log level: trace, debug, info, warning, error, critical, off")
+      ((p + "every_n_train_steps").c_str(),
+       po::value<int64_t>(&args.every_n_train_steps)
+           ->default_value(defaults.every_n_train_steps),
+       "also save every N optimizer steps, mid-epoch as <prefix>_<epoch>_step_<step>.<ext>; "
+       "0: off")
+      ((p + "train_time_interval").c_str(),
+       po::value<double>(&args.train_time_interval)
+           ->default_value(defaults.train_time_interval, "0"),
+       "also save after this many seconds of training since the last save; 0: off")
+      ((p + "save_on_signal").c_str(),
+       po::value<bool>(&args.save_on_signal)->default_value(defaults.save_on_signal, "true"),
+       "on SIGTERM/SIGINT finish the step, save, and exit with code 3")
+      ((p + "keep_last_n").c_str(),
+       po::value<int64_t>(&args.keep_last_n)->default_value(defaults.keep_last_n),
+       "keep only the newest N resumable checkpoints in save_dir; 0: keep all")
+      ((p + "save_top_k").c_str(),
+       po::value<int64_t>(&args.save_top_k)->default_value(defaults.save_top_k),
+       "also keep the K best checkpoints by monitor as <prefix>_best_<N>.<ext>; 0: off")
+      ((p + "monitor").c_str(),
+       po::value<std::string>(&args.monitor)->default_value(defaults.monitor),
+       "metric ranking the best checkpoints (sample trainer: val_loss, val_acc, train_loss)")
+      ((p + "mode").c_str(), po::value<std::string>(&args.mode)->default_value(defaults.mode),
+       "min: lower monitor is better; max: higher is better")
+      ((p + "latest_pointer").c_str(),
+       po::value<bool>(&args.latest_pointer)->default_value(defaults.latest_pointer, "true"),
+       "write <prefix>_latest naming the newest complete checkpoint")
+      ((p + "save_weights_only").c_str(),
+       po::value<bool>(&args.save_weights_only)
+           ->default_value(defaults.save_weights_only, "false"),
+       "checkpoints hold the module state only (a resume from one restarts training)")
+      ((p + "strict_registered_state").c_str(),
+       po::value<bool>(&args.strict_registered_state)
+           ->default_value(defaults.strict_registered_state, "true"),
+       "registered states missing from or unknown to a checkpoint are an error (false: warning)")
+      ((p + "disk_margin_mb").c_str(),
+       po::value<double>(&args.disk_margin_mb)->default_value(defaults.disk_margin_mb, "1"),
+       "a save needs its expected size plus this many MiB free, or fails before writing");
   return desc;
+}
+
+StateDict options_state(const DefaultCheckpointerArguments& args, const std::string& prefix) {
+  const std::string p = prefix + ".";
+  const auto optional_string = [](const auto& value) -> c10::IValue {
+    if (!value) return c10::IValue();
+    return std::string(std::filesystem::path(*value).string());
+  };
+  StateDict state;
+  state.insert_or_assign(p + "checkpoint", args.checkpoint);
+  state.insert_or_assign(p + "delete_existing_checkpoints", args.delete_existing_checkpoints);
+  state.insert_or_assign(p + "period", args.period);
+  state.insert_or_assign(p + "save_dir", args.save_dir.string());
+  state.insert_or_assign(p + "model_state_save_dir", args.model_state_save_dir.string());
+  state.insert_or_assign(p + "load_dir", optional_string(args.load_dir));
+  state.insert_or_assign(p + "load_filename", optional_string(args.load_filename));
+  state.insert_or_assign(p + "file_prefix", args.file_prefix);
+  state.insert_or_assign(p + "file_ext", args.file_ext);
+  state.insert_or_assign(p + "log_level", args.log_level);
+  state.insert_or_assign(p + "every_n_train_steps", args.every_n_train_steps);
+  state.insert_or_assign(p + "train_time_interval", args.train_time_interval);
+  state.insert_or_assign(p + "save_on_signal", args.save_on_signal);
+  state.insert_or_assign(p + "keep_last_n", args.keep_last_n);
+  state.insert_or_assign(p + "save_top_k", args.save_top_k);
+  state.insert_or_assign(p + "monitor", args.monitor);
+  state.insert_or_assign(p + "mode", args.mode);
+  state.insert_or_assign(p + "latest_pointer", args.latest_pointer);
+  state.insert_or_assign(p + "save_weights_only", args.save_weights_only);
+  state.insert_or_assign(p + "strict_registered_state", args.strict_registered_state);
+  state.insert_or_assign(p + "disk_margin_mb", args.disk_margin_mb);
+  return state;
 }
 
 void check_mk_dir(const std::filesystem::path& path) {
@@ -223,9 +433,8 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
                                                     const std::string& file_prefix,
                                                     const std::string& file_ext) {
   std::error_code ec;
-  std::vector<std::pair<int64_t, std::filesystem::path>> found;
+  std::vector<std::pair<CheckpointName, std::filesystem::path>> found;
   if (!std::filesystem::is_directory(load_dir, ec)) return {};
-  const std::string prefix = file_prefix + "_";
   auto it = std::filesystem::recursive_directory_iterator(
       load_dir, std::filesystem::directory_options::skip_permission_denied, ec);
   if (ec) {
@@ -237,11 +446,12 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
       throw CheckpointError("cannot search " + load_dir.string() + ": " + ec.message(),
                             load_dir, ec.value());
     }
-    const auto index = index_in_name(it->path().filename().string(), prefix, file_ext);
-    if (index && it->is_regular_file(ec)) found.emplace_back(*index, it->path());
+    const auto name =
+        CheckpointName::parse(it->path().filename().string(), file_prefix, file_ext);
+    if (name && it->is_regular_file(ec)) found.emplace_back(*name, it->path());
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
+    return a.first == b.first ? a.second < b.second : b.first < a.first;
   });
   std::vector<std::filesystem::path> result;
   result.reserve(found.size());
@@ -269,6 +479,7 @@ DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
     remove_own_temporaries(*storage_, dir, args_);
     if (args_.delete_existing_checkpoints) delete_own_files(*storage_, dir, args_);
   }
+  if (args_.checkpoint && args_.save_top_k > 0) load_best_pool();
 }
 
 std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint& checkpoint,
@@ -277,14 +488,270 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint&
     throw CheckpointError("invalid checkpoint index " + std::to_string(index) +
                           ": must be >= 0");
   }
-  if (!args_.checkpoint || !(index % args_.period == 0 || force)) return std::nullopt;
-  ensure_directory(*storage_, args_.save_dir);
-  const auto path = args_.save_dir / checkpoint_name(args_, index);
-  const auto start = Clock::now();
-  const uint64_t bytes = save_checkpoint_file(checkpoint, path, *storage_);
-  logger()->info("saved checkpoint index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
-                 megabytes(bytes), elapsed_ms(start));
+  if (!args_.checkpoint) return std::nullopt;
+  std::optional<std::filesystem::path> path;
+  if (index % args_.period == 0 || force) {
+    path = write_resumable(checkpoint, CheckpointName{index, std::nullopt});
+  }
+  if (args_.save_top_k > 0) consider_best(checkpoint, index);
   return path;
+}
+
+bool DefaultCheckpointer::step_due(const TrainingProgress& progress) {
+  last_seen_seconds_ = progress.train_seconds;
+  if (!args_.checkpoint) return false;
+  const int64_t n = args_.every_n_train_steps;
+  if (n > 0 && progress.global_step > 0 && progress.global_step % n == 0) return true;
+  const double interval = args_.train_time_interval;
+  return interval > 0 && progress.train_seconds - last_save_seconds_ >= interval;
+}
+
+std::optional<std::filesystem::path> DefaultCheckpointer::save_step(
+    const Checkpoint& checkpoint, const TrainingProgress& progress, bool force) {
+  if (progress.epoch < 0 || progress.global_step < 0) {
+    throw CheckpointError("invalid step checkpoint: epoch " + std::to_string(progress.epoch) +
+                          ", global step " + std::to_string(progress.global_step) +
+                          ": must be >= 0");
+  }
+  if (!args_.checkpoint || !(force || step_due(progress))) return std::nullopt;
+  return write_resumable(checkpoint, CheckpointName{progress.epoch, progress.global_step});
+}
+
+std::filesystem::path DefaultCheckpointer::write_resumable(const Checkpoint& checkpoint,
+                                                           const CheckpointName& name) {
+  ensure_directory(*storage_, args_.save_dir);
+  Checkpoint written = checkpoint;
+  if (args_.save_weights_only) {
+    written.trainer_state = {};
+    written.trainer_backend_state = {};
+    written.registered_state = {};
+  }
+  const auto path = args_.save_dir / name.file_name(args_.file_prefix, args_.file_ext);
+  preflight(written, path, /*may_prune=*/true);
+  const auto start = Clock::now();
+  const uint64_t bytes = save_checkpoint_file(written, path, *storage_);
+  verified_[path] = {bytes, mtime_ns(path)};  // we computed its checksums while writing it
+  last_save_seconds_ = last_seen_seconds_;
+  if (name.step) {
+    logger()->info("saved checkpoint index={} step={} to {} ({:.2f} MB in {:.1f} ms)", name.index,
+                   *name.step, path.string(), megabytes(bytes), elapsed_ms(start));
+  } else {
+    logger()->info("saved checkpoint index={} to {} ({:.2f} MB in {:.1f} ms)", name.index,
+                   path.string(), megabytes(bytes), elapsed_ms(start));
+  }
+  // The checkpoint is durable now; what follows only tidies up, and a failure there must not turn
+  // a good save into an error: the next save tries again, from what is on disk.
+  if (args_.latest_pointer) {
+    try {
+      std::optional<CheckpointName> newest;
+      for (const auto& file : files_where(args_.save_dir, [&](const std::string& n) {
+             return is_resumable_name(n, args_);
+           })) {
+        const auto place =
+            CheckpointName::parse(file.filename().string(), args_.file_prefix, args_.file_ext);
+        if (!newest || *newest < *place) newest = place;
+      }
+      if (newest) {
+        save_text_file(newest->file_name(args_.file_prefix, args_.file_ext) + "\n",
+                       args_.save_dir / pointer_name(args_.file_prefix), *storage_);
+      }
+    } catch (const CheckpointError& e) {
+      logger()->warn("could not update the latest pointer in {}: {}", args_.save_dir.string(),
+                     e.what());
+    }
+  }
+  if (args_.keep_last_n > 0) {
+    try {
+      apply_retention(args_.keep_last_n);
+    } catch (const CheckpointError& e) {
+      logger()->warn("could not delete old checkpoints in {} (retried at the next save): {}",
+                     args_.save_dir.string(), e.what());
+    }
+  }
+  return path;
+}
+
+void DefaultCheckpointer::preflight(const Checkpoint& checkpoint,
+                                    const std::filesystem::path& path, bool may_prune) {
+  const uint64_t expected = estimate_bytes(checkpoint);
+  const auto margin = static_cast<uint64_t>(args_.disk_margin_mb * 1024 * 1024);
+  const auto dir = path.parent_path();
+  uint64_t available = storage_->available_space(dir);
+  if (available >= expected + margin) return;
+  if (may_prune && args_.keep_last_n > 1) {
+    // Make room now for what retention would delete after this save anyway, keeping the newest
+    // resumable checkpoints, at least one, until the new one is durable.
+    logger()->warn("{} MB free in {}, {:.2f} MB needed: applying retention before the save",
+                   megabytes(available), dir.string(), megabytes(expected + margin));
+    apply_retention(args_.keep_last_n - 1);
+    available = storage_->available_space(dir);
+    if (available >= expected + margin) return;
+  }
+  throw CheckpointError("not enough free space to save " + path.string() + ": about " +
+                            std::to_string(static_cast<int64_t>(megabytes(expected) + 0.5)) +
+                            " MB expected plus disk_margin_mb " +
+                            std::to_string(static_cast<int64_t>(args_.disk_margin_mb)) +
+                            " MB needed, " +
+                            std::to_string(static_cast<int64_t>(megabytes(available))) +
+                            " MB free; nothing was written",
+                        path, ENOSPC);
+}
+
+bool DefaultCheckpointer::verifies(const std::filesystem::path& path) {
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) return false;
+  const auto known = verified_.find(path);
+  if (known != verified_.end() && known->second == std::make_pair(size, mtime_ns(path))) {
+    return true;
+  }
+  try {
+    verify_file(path);
+  } catch (const CheckpointError& e) {
+    logger()->warn("checkpoint {} does not verify: {}", path.string(), e.what());
+    verified_.erase(path);
+    return false;
+  }
+  verified_[path] = {size, mtime_ns(path)};
+  return true;
+}
+
+void DefaultCheckpointer::apply_retention(int64_t keep) {
+  std::vector<std::pair<CheckpointName, std::filesystem::path>> ours;
+  for (const auto& path : files_where(args_.save_dir, [&](const std::string& name) {
+         return is_resumable_name(name, args_);
+       })) {
+    ours.emplace_back(
+        *CheckpointName::parse(path.filename().string(), args_.file_prefix, args_.file_ext),
+        path);
+  }
+  std::sort(ours.begin(), ours.end(),
+            [](const auto& a, const auto& b) { return b.first < a.first; });
+  int64_t kept = 0;
+  bool removed = false;
+  for (const auto& [name, path] : ours) {
+    if (kept < keep) {
+      // Only checkpoints that verify count as resumable; one that does not is left for a human.
+      if (verifies(path)) ++kept;
+      continue;
+    }
+    if (!is_ckpt_file(path)) {
+      logger()->warn("retention: leaving {} alone: ckpt did not write it", path.string());
+      continue;
+    }
+    storage_->remove(path);
+    verified_.erase(path);
+    removed = true;
+    logger()->info("retention (keep_last_n={}): deleted {}", keep, path.string());
+  }
+  if (removed) storage_->sync_directory(args_.save_dir);
+}
+
+bool DefaultCheckpointer::better(double a, double b) const {
+  return args_.mode == "max" ? a > b : a < b;
+}
+
+void DefaultCheckpointer::consider_best(const Checkpoint& checkpoint, int64_t index) {
+  const auto metrics = dict_at(checkpoint.metadata, "metrics");
+  const auto score = metrics ? number_at(*metrics, args_.monitor) : std::nullopt;
+  if (!score) {
+    std::string present;
+    if (metrics) {
+      for (const auto& entry : *metrics) present += (present.empty() ? "" : ", ") + entry.first;
+    }
+    throw CheckpointError("monitor '" + args_.monitor +
+                          "' is not among the metrics reported with checkpoint index " +
+                          std::to_string(index) + " (reported: " +
+                          (present.empty() ? "none" : present) + ")");
+  }
+  if (std::isnan(*score)) {
+    logger()->warn("{} is NaN at index {}: not a best checkpoint", args_.monitor, index);
+    return;
+  }
+  // The same index and score again (e.g. the trainer's final forced save) is already in the pool.
+  if (std::any_of(best_.begin(), best_.end(),
+                  [&](const Best& b) { return b.index == index && b.score == *score; })) {
+    return;
+  }
+  // A re-save of an index in the pool with another score replaces its entry.
+  best_.erase(std::remove_if(best_.begin(), best_.end(),
+                             [&](const Best& b) { return b.index == index; }),
+              best_.end());
+  const auto k = static_cast<size_t>(args_.save_top_k);
+  if (best_.size() >= k && !better(*score, best_.back().score)) return;  // ties: the earlier stays
+
+  Checkpoint written = checkpoint;
+  if (args_.save_weights_only) {
+    written.trainer_state = {};
+    written.trainer_backend_state = {};
+    written.registered_state = {};
+  }
+  StateDict best;
+  best.insert_or_assign("monitor", args_.monitor);
+  best.insert_or_assign("mode", args_.mode);
+  best.insert_or_assign("score", *score);
+  best.insert_or_assign("index", index);
+  written.metadata.insert_or_assign("best", best.to_ivalue());
+  ensure_directory(*storage_, args_.save_dir);
+  const auto path = args_.save_dir / best_name(args_, index);
+  preflight(written, path, /*may_prune=*/false);
+  save_checkpoint_file(written, path, *storage_);
+
+  const Best entry{path, index, *score};
+  const auto at = std::find_if(best_.begin(), best_.end(), [&](const Best& b) {
+    return better(entry.score, b.score) || (entry.score == b.score && entry.index < b.index);
+  });
+  best_.insert(at, entry);
+  logger()->info("best checkpoint {}: {}={} (top {} of {})", path.string(), args_.monitor, *score,
+                 static_cast<size_t>(at - best_.begin()) + 1, best_.size());
+  while (best_.size() > k) {
+    const Best evicted = best_.back();
+    best_.pop_back();
+    storage_->remove(evicted.path);
+    storage_->sync_directory(args_.save_dir);
+    logger()->info("best pool (save_top_k={}): deleted {} ({}={})", k, evicted.path.string(),
+                   args_.monitor, evicted.score);
+  }
+  logger()->info("best so far: {} ({}={})", best_.front().path.string(), args_.monitor,
+                 best_.front().score);
+}
+
+void DefaultCheckpointer::load_best_pool() {
+  for (const auto& path : files_where(args_.save_dir, [&](const std::string& name) {
+         return best_index(name, args_).has_value();
+       })) {
+    try {
+      const Checkpoint checkpoint = load_checkpoint_file(path);
+      const auto best = dict_at(checkpoint.metadata, "best");
+      const auto score = best ? number_at(*best, "score") : std::nullopt;
+      const auto index = best ? number_at(*best, "index") : std::nullopt;
+      const bool same_ranking = best && best->contains("monitor") && best->contains("mode") &&
+                                best->at("monitor") == c10::IValue(args_.monitor) &&
+                                best->at("mode") == c10::IValue(args_.mode);
+      if (!score || !index || !same_ranking) {
+        logger()->warn("best checkpoint {} is not ranked by {} ({}): left alone, not in the pool",
+                       path.string(), args_.monitor, args_.mode);
+        continue;
+      }
+      best_.push_back({path, static_cast<int64_t>(*index), *score});
+    } catch (const CheckpointError& e) {
+      logger()->warn("best checkpoint {} cannot be read: left alone, not in the pool: {}",
+                     path.string(), e.what());
+    }
+  }
+  std::sort(best_.begin(), best_.end(), [&](const Best& a, const Best& b) {
+    return better(a.score, b.score) || (a.score == b.score && a.index < b.index);
+  });
+  const auto k = static_cast<size_t>(args_.save_top_k);
+  while (best_.size() > k) {  // save_top_k was lowered since these were written
+    storage_->remove(best_.back().path);
+    logger()->info("best pool (save_top_k={}): deleted {}", k, best_.back().path.string());
+    best_.pop_back();
+  }
+  if (!best_.empty()) {
+    logger()->info("best pool from {}: {} checkpoints, best {} ({}={})", args_.save_dir.string(),
+                   best_.size(), best_.front().path.string(), args_.monitor, best_.front().score);
+  }
 }
 
 std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const StateDict& model_state,
@@ -300,6 +767,40 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const State
   logger()->info("saved model index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
                  megabytes(bytes), elapsed_ms(start));
   return path;
+}
+
+std::optional<std::filesystem::path> DefaultCheckpointer::pointed_checkpoint(
+    const std::filesystem::path& dir, const std::filesystem::path& newest) {
+  const auto pointer = dir / pointer_name(args_.file_prefix);
+  std::error_code ec;
+  if (!std::filesystem::exists(pointer, ec)) return std::nullopt;
+  std::ifstream in(pointer, std::ios::binary);
+  std::string text(256, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  const auto name = CheckpointName::parse(text, args_.file_prefix, args_.file_ext);
+  if (!in.eof() || !name || text.find('/') != std::string::npos) {
+    logger()->warn("latest pointer {} is not valid (expected one line naming a {}_<N>.{} file): "
+                   "ignoring it, scanning {}",
+                   pointer.string(), args_.file_prefix, args_.file_ext, dir.string());
+    return std::nullopt;
+  }
+  const auto pointed = dir / text;
+  if (!std::filesystem::is_regular_file(pointed, ec)) {
+    logger()->warn("latest pointer {} names {}, which does not exist: ignoring it, scanning {}",
+                   pointer.string(), pointed.string(), dir.string());
+    return std::nullopt;
+  }
+  const auto newest_name =
+      CheckpointName::parse(newest.filename().string(), args_.file_prefix, args_.file_ext);
+  if (newest_name && *name < *newest_name) {
+    logger()->warn("latest pointer {} is stale: it names {} but {} is newer; using the newer",
+                   pointer.string(), pointed.string(), newest.string());
+    return std::nullopt;
+  }
+  logger()->debug("latest pointer {} names {}", pointer.string(), pointed.string());
+  return pointed;
 }
 
 template <class Accept>
@@ -331,8 +832,14 @@ std::filesystem::path DefaultCheckpointer::choose(Accept&& accept) {
                    args_.file_ext, dir.string());
     return {};
   }
+  auto ordered = candidates;
+  if (const auto pointed = pointed_checkpoint(dir, candidates.front())) {
+    // Valid pointer: it names the newest; try it first (it is normally candidates.front()).
+    ordered.erase(std::remove(ordered.begin(), ordered.end(), *pointed), ordered.end());
+    ordered.insert(ordered.begin(), *pointed);
+  }
   std::string reasons;
-  for (const auto& path : candidates) {
+  for (const auto& path : ordered) {
     try {
       accept(path);
       return path;

@@ -1,7 +1,8 @@
 // sample_trainer: trains an MLP on the 8x8 digits, checkpointing every epoch through ckpt's
 // DefaultCheckpointer, resuming from --chkp.load_dir, and exporting the final weights.
 //
-// Exit codes: 0 done, 2 bad arguments (nothing written or deleted), 1 failure.
+// Exit codes: 0 done, 2 bad arguments (nothing written or deleted), 1 failure, 3 stopped by
+// SIGTERM/SIGINT after saving the position (with --chkp.save_on_signal, the default).
 
 #include <sample_trainer/digits_module.h>
 #include <sample_trainer/single_process.h>
@@ -18,7 +19,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <functional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +39,7 @@ namespace {
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitStopped = 3;  // stopped by SIGTERM/SIGINT after saving the position
 
 // A bad argument found by main itself; the message names the flag or path.
 struct UsageError : std::runtime_error {
@@ -80,6 +85,15 @@ void validate_arguments(const TrainerArguments& args, const po::options_descript
     chkp.validate();
   } catch (const ckpt::CheckpointError& e) {
     throw UsageError(with_flag(e.what(), "chkp", desc));
+  }
+  if (chkp.save_top_k > 0) {
+    const auto& names = Trainer::metric_names();
+    if (std::find(names.begin(), names.end(), chkp.monitor) == names.end()) {
+      std::string list;
+      for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
+      throw UsageError("invalid monitor '" + chkp.monitor + "': the sample trainer reports " +
+                       list + " (--chkp.monitor)");
+    }
   }
   // validate() has refused a load_filename without load_dir or naming no file.
   std::error_code ec;
@@ -196,7 +210,16 @@ int main(int argc, char** argv) {
         args.lr, args.seed);
     Trainer trainer(std::make_shared<SingleProcess>(), module, args);
     const ProgressCallback progress = isatty(STDERR_FILENO) ? progress_bar() : ProgressCallback{};
-    trainer.train(progress);
+    const std::function<bool()> stop_requested = args.checkpointer_args.save_on_signal
+                                                     ? install_stop_signal_handlers()
+                                                     : std::function<bool()>{};
+    const TrainResult result = trainer.train(progress, stop_requested);
+    if (result.stopped) {
+      std::cerr << "sample_trainer: stopped by " << strsignal(stop_signal())
+                << " after step " << result.global_step << "; resume with --chkp.load_dir "
+                << args.checkpointer_args.save_dir.string() << std::endl;
+      return kExitStopped;
+    }
     return 0;
   } catch (const std::exception& e) {
     return fail(kExitFailure, what_of(e));

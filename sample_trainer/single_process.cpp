@@ -62,17 +62,32 @@ at::Tensor SingleProcess::epoch_order(int64_t size, uint64_t shuffle_seed, int64
   return at::randperm(size, generator, at::kLong);
 }
 
-double SingleProcess::train_epoch(int64_t epoch, const ProgressCallback& progress) {
+int64_t SingleProcess::batches_per_epoch() const {
+  if (!args_.module) throw std::logic_error("SingleProcess::batches_per_epoch before init");
+  return (args_.module->train_size() + args_.batch_size - 1) / args_.batch_size;
+}
+
+std::optional<double> SingleProcess::train_epoch(int64_t epoch, const StepCallback& after_step) {
   if (!args_.module) throw std::logic_error("SingleProcess::train_epoch before init");
   ModuleInterface& module = *args_.module;
   module.model().train();
   const int64_t size = module.train_size();
   const int64_t batch_size = args_.batch_size;
-  const int64_t batches = (size + batch_size - 1) / batch_size;
+  const int64_t batches = batches_per_epoch();
   const at::Tensor order = epoch_order(size, args_.seed, epoch);
 
+  int64_t first = 0;
   double loss_sum = 0;
-  for (int64_t b = 0; b < batches; ++b) {
+  if (epoch_in_progress_ == epoch) {  // resumed in the middle of this epoch
+    first = batch_in_epoch_;
+    loss_sum = epoch_loss_sum_;
+    spdlog::info("continuing epoch {} at batch {} of {}", epoch, first + 1, batches);
+  } else if (epoch_in_progress_ >= 0) {
+    spdlog::warn("the checkpoint stopped in epoch {}, but epoch {} is next: starting it afresh",
+                 epoch_in_progress_, epoch);
+  }
+  epoch_in_progress_ = epoch;
+  for (int64_t b = first; b < batches; ++b) {
     const at::Tensor indices = order.slice(0, b * batch_size, std::min(size, (b + 1) * batch_size));
     const Batch batch = module.get_train_batch(indices);
     for (auto& optimizer : args_.optimizers) optimizer->zero_grad();
@@ -84,8 +99,14 @@ double SingleProcess::train_epoch(int64_t epoch, const ProgressCallback& progres
     ++global_step_completed_;
     const double batch_loss = loss.item<double>();
     loss_sum += batch_loss * static_cast<double>(indices.size(0));
-    if (progress) progress(b + 1, batches, batch_loss);
+    batch_in_epoch_ = b + 1;
+    epoch_loss_sum_ = loss_sum;
+    const bool stop = after_step && after_step(b + 1, batches, batch_loss);
+    if (stop && b + 1 < batches) return std::nullopt;
   }
+  epoch_in_progress_ = -1;
+  batch_in_epoch_ = 0;
+  epoch_loss_sum_ = 0;
   return loss_sum / static_cast<double>(size);
 }
 
@@ -119,6 +140,9 @@ ckpt::StateDict SingleProcess::get_state() const {
   state.insert_or_assign("batches_completed", batches_completed_);
   state.insert_or_assign("rng_state", cpu_rng_state());
   state.insert_or_assign("shuffle_seed", static_cast<int64_t>(args_.seed));
+  state.insert_or_assign("epoch_in_progress", epoch_in_progress_);
+  state.insert_or_assign("batch_in_epoch", batch_in_epoch_);
+  state.insert_or_assign("epoch_loss_sum", epoch_loss_sum_);
   return state;
 }
 
@@ -128,6 +152,25 @@ void SingleProcess::update_state(const ckpt::StateDict& state) {
   const int64_t global_step_completed = count_at(state, "global_step_completed");
   const int64_t batches_completed = count_at(state, "batches_completed");
   const int64_t shuffle_seed = count_at(state, "shuffle_seed");
+  // The position within an epoch; absent in checkpoints taken between epochs by older versions.
+  int64_t epoch_in_progress = -1;
+  int64_t batch_in_epoch = 0;
+  double epoch_loss_sum = 0;
+  if (state.contains("epoch_in_progress")) {
+    const c10::IValue& v = state.at("epoch_in_progress");
+    if (!v.isInt() || v.toInt() < -1) bad("epoch_in_progress", "must be an int >= -1");
+    epoch_in_progress = v.toInt();
+    batch_in_epoch = count_at(state, "batch_in_epoch");
+    if (!state.contains("epoch_loss_sum") || !state.at("epoch_loss_sum").isDouble()) {
+      bad("epoch_loss_sum", "must be a float");
+    }
+    epoch_loss_sum = state.at("epoch_loss_sum").toDouble();
+    if (args_.module && batch_in_epoch >= batches_per_epoch()) {
+      bad("batch_in_epoch", std::to_string(batch_in_epoch) + " is not within an epoch of " +
+                                std::to_string(batches_per_epoch()) +
+                                " batches (was --trainer.batch_size changed?)");
+    }
+  }
   if (!state.contains("rng_state")) bad("rng_state", "is missing");
   const c10::IValue& rng = state.at("rng_state");
   if (!rng.isTensor()) bad("rng_state", std::string("must be a tensor, got ") + rng.tagKind());
@@ -156,6 +199,9 @@ void SingleProcess::update_state(const ckpt::StateDict& state) {
   global_step_completed_ = global_step_completed;
   batches_completed_ = batches_completed;
   args_.seed = static_cast<uint64_t>(shuffle_seed);
+  epoch_in_progress_ = epoch_in_progress;
+  batch_in_epoch_ = batch_in_epoch;
+  epoch_loss_sum_ = epoch_loss_sum;
 }
 
 }  // namespace sample_trainer

@@ -16,13 +16,18 @@ namespace sample_trainer {
 ///     `at::detail::getDefaultCPUGenerator().get_state()`), which drives e.g. dropout;
 ///   - `shuffle_seed`: the seed of the data order. Epoch `e` visits the training set in the order
 ///     `randperm(train_size, generator seeded with mix(shuffle_seed, e))`, so the order of any
-///     epoch is known without replaying the ones before it.
+///     epoch is known without replaying the ones before it;
+///   - `epoch_in_progress`, `batch_in_epoch`, `epoch_loss_sum`: where a stopped epoch stands
+///     (-1, 0, 0.0 between epochs). A resumed epoch skips the batches already run by slicing the
+///     epoch's order, so it repeats or skips no data and draws no extra random numbers.
 ///
 /// Thread safety: one thread at a time.
 class SingleProcess final : public TrainerBackend {
  public:
   void init(TrainerBackendArguments args) override;
-  double train_epoch(int64_t epoch, const ProgressCallback& progress) override;
+  std::optional<double> train_epoch(int64_t epoch, const StepCallback& after_step) override;
+  int64_t batches_per_epoch() const override;
+  int64_t global_step() const override { return global_step_completed_; }
   ValResult validate() override;
   ckpt::StateDict get_state() const override;
   void update_state(const ckpt::StateDict& state) override;
@@ -37,6 +42,9 @@ class SingleProcess final : public TrainerBackend {
   TrainerBackendArguments args_;
   int64_t global_step_completed_ = 0;
   int64_t batches_completed_ = 0;
+  int64_t epoch_in_progress_ = -1;
+  int64_t batch_in_epoch_ = 0;
+  double epoch_loss_sum_ = 0;
 };
 
 }  // namespace sample_trainer

@@ -7,8 +7,14 @@
 #include <torch/optim/optimizer.h>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstring>
 #include <sstream>
+
+#include <signal.h>
 #include <stdexcept>
 
 namespace po = boost::program_options;
@@ -44,7 +50,53 @@ void check_count(const std::string& key, size_t in_checkpoint, size_t built) {
   }
 }
 
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int signal) {
+  if (g_stop_signal != 0) {  // second signal: stop now
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+    return;
+  }
+  g_stop_signal = signal;
+}
+
+std::string describe(const c10::IValue& value) {
+  if (value.isNone()) return "unset";
+  if (value.isString()) return "'" + value.toStringRef() + "'";
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
 }  // namespace
+
+std::function<bool()> install_stop_signal_handlers() {
+  g_stop_signal = 0;
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGTERM, SIGINT}) {
+    if (sigaction(signal, &action, nullptr) != 0) {
+      throw std::runtime_error(std::string("cannot install a handler for ") + strsignal(signal) +
+                               ": " + std::strerror(errno));
+    }
+  }
+  return [] { return g_stop_signal != 0; };
+}
+
+int stop_signal() noexcept { return g_stop_signal; }
+
+ckpt::StateDict trainer_options_state(const TrainerArguments& args, const std::string& prefix) {
+  const std::string p = prefix + ".";
+  ckpt::StateDict state;
+  state.insert_or_assign(p + "epochs", args.epochs);
+  state.insert_or_assign(p + "seed", args.seed);
+  state.insert_or_assign(p + "batch_size", args.batch_size);
+  state.insert_or_assign(p + "lr", args.lr);
+  state.insert_or_assign(p + "reset_optimizers_schedulers", args.reset_optimizers_schedulers);
+  return state;
+}
 
 void TrainerArguments::validate() const {
   if (epochs < 1) {
@@ -95,12 +147,19 @@ Trainer::Trainer(std::shared_ptr<TrainerBackend> backend, std::shared_ptr<Module
                       ? std::move(checkpointer)
                       : std::make_shared<ckpt::DefaultCheckpointer>(args_.checkpointer_args);
   const ckpt::Checkpoint loaded = checkpointer_->load();
+  if (!loaded.hyperparameters.empty()) report_hyperparameter_drift(loaded.hyperparameters);
   module_->update_state(loaded.module_interface_state);
   build_optimizers_schedulers(args_.epochs);
   update_state(loaded.trainer_state);
   backend_->init({module_, opt_.optimizers, opt_.schedulers, args_.batch_size,
                   static_cast<uint64_t>(args_.seed)});
   backend_->update_state(loaded.trainer_backend_state);
+  resumed_ = !loaded.trainer_state.empty();
+  loaded_registered_ = loaded.registered_state;
+  if (resumed_) last_saved_step_ = backend_->global_step();
+  if (loaded.trainer_state.empty() && !loaded.module_interface_state.empty()) {
+    spdlog::warn("the checkpoint holds weights only: training starts at epoch 0 from them");
+  }
   if (loaded.trainer_state.empty()) {
     spdlog::info("starting fresh: epochs 0..{}", args_.epochs - 1);
   } else if (last_epoch_ + 1 < args_.epochs) {
@@ -166,17 +225,133 @@ void Trainer::update_state(const ckpt::StateDict& state) {
 }
 
 ckpt::Checkpoint Trainer::checkpoint() const {
-  return {module_->get_state(), get_state(), backend_->get_state()};
+  ckpt::Checkpoint checkpoint{module_->get_state(), get_state(), backend_->get_state()};
+  for (const auto& [name, object] : registered_) {
+    checkpoint.registered_state.insert_or_assign(name, object->get_state().to_ivalue());
+  }
+  checkpoint.hyperparameters = hyperparameters();
+  return checkpoint;
 }
 
-TrainResult Trainer::train(const ProgressCallback& progress) {
+ckpt::StateDict Trainer::hyperparameters() const {
+  ckpt::StateDict options = trainer_options_state(args_);
+  for (const auto& [key, value] : ckpt::options_state(args_.checkpointer_args)) {
+    options.insert_or_assign(key, value);
+  }
+  return options;
+}
+
+const std::vector<std::string>& Trainer::metric_names() {
+  static const std::vector<std::string> names{"train_loss", "val_loss", "val_acc"};
+  return names;
+}
+
+void Trainer::report_hyperparameter_drift(const ckpt::StateDict& saved) const {
+  const ckpt::StateDict now = hyperparameters();
+  for (const auto& [key, value] : now) {
+    if (!saved.contains(key)) {
+      spdlog::warn("option {} is not in the checkpoint; now {}", key, describe(value));
+    } else if (!(saved.at(key) == value)) {
+      spdlog::warn("option {} differs from the checkpoint: {} there, {} now", key,
+                   describe(saved.at(key)), describe(value));
+    }
+  }
+  for (const auto& [key, value] : saved) {
+    if (!now.contains(key)) {
+      spdlog::warn("the checkpoint has option {} = {}, unknown to this trainer", key,
+                   describe(value));
+    }
+  }
+}
+
+void Trainer::registered_mismatch(const std::string& message) const {
+  if (args_.checkpointer_args.strict_registered_state) {
+    throw ckpt::CheckpointError(message + " (--chkp.strict_registered_state false to continue)");
+  }
+  spdlog::warn("{}", message);
+}
+
+void Trainer::register_stateful(const std::string& name, std::shared_ptr<Stateful> object) {
+  if (name.empty()) throw std::invalid_argument("register_for_checkpointing: empty name");
+  for (const auto& entry : registered_) {
+    if (entry.first == name) {
+      throw std::invalid_argument("register_for_checkpointing: '" + name +
+                                  "' is already registered");
+    }
+  }
+  if (resumed_) {
+    if (loaded_registered_.contains(name)) {
+      object->update_state(ckpt::StateDict::from_ivalue(loaded_registered_.at(name),
+                                                        "registered_state." + name));
+    } else {
+      std::string present;
+      for (const auto& entry : loaded_registered_) {
+        present += (present.empty() ? "" : ", ") + entry.first;
+      }
+      registered_mismatch("the checkpoint has no registered state '" + name + "' (it has: " +
+                          (present.empty() ? "none" : present) + ")");
+    }
+  }
+  registered_.emplace_back(name, std::move(object));
+}
+
+void Trainer::check_unclaimed_registered_state() {
+  if (!resumed_) return;
+  for (const auto& entry : loaded_registered_) {
+    const bool claimed = std::any_of(registered_.begin(), registered_.end(),
+                                     [&](const auto& r) { return r.first == entry.first; });
+    if (!claimed) {
+      registered_mismatch("the checkpoint has registered state '" + entry.first +
+                          "', but nothing is registered under that name");
+    }
+  }
+  loaded_registered_ = {};  // checked once
+}
+
+TrainResult Trainer::train(const ProgressCallback& progress,
+                           const std::function<bool()>& stop_requested) {
+  check_unclaimed_registered_state();
   TrainResult result;
   const auto start = Clock::now();
+  double save_seconds = 0;  // time spent saving, not training
+  const auto train_seconds = [&] { return seconds_since(start) - save_seconds; };
+  const auto stopping = [&] { return stop_requested && stop_requested(); };
+  const auto saved = [&](Clock::time_point save_start,
+                         const std::optional<std::filesystem::path>& path) {
+    save_seconds += seconds_since(save_start);
+    if (path) {
+      last_saved_step_ = backend_->global_step();
+      last_saved_path_ = path;
+    }
+  };
+  const int64_t batches = backend_->batches_per_epoch();
+
   for (int64_t epoch = last_epoch_ + 1; epoch < args_.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
+    const auto after_step = [&](int64_t batch, int64_t epoch_batches, double loss) {
+      if (progress) progress(batch, epoch_batches, loss);
+      if (batch == epoch_batches) return false;  // the epoch's end is handled below
+      const bool stop = stopping();
+      const ckpt::TrainingProgress now{epoch, batch, epoch_batches, backend_->global_step(),
+                                       train_seconds()};
+      if (stop || checkpointer_->step_due(now)) {
+        const auto save_start = Clock::now();
+        saved(save_start, checkpointer_->save_step(checkpoint(), now, /*force=*/stop));
+      }
+      if (stop) {
+        spdlog::warn("stop requested: stopped after step {} (batch {} of {} in epoch {})",
+                     now.global_step, batch, epoch_batches, epoch);
+      }
+      return stop;
+    };
+    const std::optional<double> train_loss = backend_->train_epoch(epoch, after_step);
+    if (!train_loss) {
+      result.stopped = true;
+      break;
+    }
     EpochMetrics metrics;
     metrics.epoch = epoch;
-    metrics.train_loss = backend_->train_epoch(epoch, progress);
+    metrics.train_loss = *train_loss;
     metrics.val = backend_->validate();
     metrics.seconds = seconds_since(epoch_start);
     last_epoch_ = epoch;
@@ -184,11 +359,39 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
                  epoch, metrics.train_loss, metrics.val.loss, metrics.val.accuracy,
                  metrics.val.correct, metrics.val.examples, metrics.seconds);
     result.epochs.push_back(metrics);
-    checkpointer_->save(checkpoint(), last_epoch_);
+
+    const bool stop = stopping();
+    const ckpt::TrainingProgress now{epoch, batches, batches, backend_->global_step(),
+                                     train_seconds()};
+    const bool step_due = checkpointer_->step_due(now);
+    const auto save_start = Clock::now();
+    saved(save_start, checkpointer_->save(checkpoint_with_metrics(metrics), last_epoch_,
+                                          /*force=*/stop || step_due));
+    if (stop) {
+      spdlog::warn("stop requested: stopped after epoch {} (step {})", epoch, now.global_step);
+      result.stopped = true;
+      break;
+    }
   }
   result.last_epoch = last_epoch_;
+  result.global_step = backend_->global_step();
+  if (result.stopped) {
+    result.checkpoint_path = last_saved_path_;
+    spdlog::info("stopped: {} epochs completed in {:.2f}s, step {}; newest checkpoint {}",
+                 result.epochs.size(), seconds_since(start), result.global_step,
+                 last_saved_path_ ? last_saved_path_->string() : std::string("none"));
+    return result;
+  }
   result.final_val = result.epochs.empty() ? backend_->validate() : result.epochs.back().val;
-  result.checkpoint_path = checkpointer_->save(checkpoint(), last_epoch_, /*force=*/true);
+  if (last_saved_step_ == backend_->global_step()) {
+    spdlog::info("final checkpoint: step {} is already saved{}", last_saved_step_,
+                 last_saved_path_ ? " as " + last_saved_path_->string() : std::string());
+    result.checkpoint_path = last_saved_path_;
+  } else {
+    ckpt::Checkpoint final_checkpoint = checkpoint();
+    if (!result.epochs.empty()) final_checkpoint = checkpoint_with_metrics(result.epochs.back());
+    result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
+  }
   result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_);
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,
@@ -198,6 +401,16 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
   } else {
     spdlog::info("final weights not exported (the checkpointer saved no model)");
   }
+  return result;
+}
+
+ckpt::Checkpoint Trainer::checkpoint_with_metrics(const EpochMetrics& metrics) const {
+  ckpt::Checkpoint result = checkpoint();
+  ckpt::StateDict reported;
+  reported.insert_or_assign("train_loss", metrics.train_loss);
+  reported.insert_or_assign("val_loss", metrics.val.loss);
+  reported.insert_or_assign("val_acc", metrics.val.accuracy);
+  result.metadata.insert_or_assign("metrics", reported.to_ivalue());
   return result;
 }
 

@@ -11,8 +11,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,11 @@ struct TrainerArguments {
   void validate() const;
 };
 
+/// The resolved trainer options as a flat dict keyed by flag name (`<prefix>.epochs`, ...), as
+/// stored in a checkpoint's hyperparameters.
+ckpt::StateDict trainer_options_state(const TrainerArguments& args,
+                                      const std::string& prefix = "trainer");
+
 /// Binds every TrainerArguments field but `checkpointer_args` to `--<prefix>.<field>`, writing
 /// parsed values into `args` on `boost::program_options::notify`. In a config file the same names
 /// come from a `[<prefix>]` section. `args` must outlive the parse.
@@ -69,12 +76,35 @@ struct TrainResult {
   int64_t last_epoch = -1;
   /// Validation metrics of the final weights.
   ValResult final_val;
-  /// Where the final forced checkpoint and the weights went, if the checkpointer saved them.
+  /// The newest checkpoint the checkpointer wrote (or, if the final forced save was skipped as a
+  /// duplicate, the one it already was), and where the weights went, if it saved them.
   std::optional<std::filesystem::path> checkpoint_path;
   std::optional<std::filesystem::path> model_path;
+  /// True when train() returned early because `stop_requested` said so: the position is in the
+  /// last checkpoint, and no final weights were exported.
+  bool stopped = false;
+  /// Optimizer steps completed since the first run began.
+  int64_t global_step = 0;
 };
 
-/// Drives training with PyMarlin's lifecycle and checkpoints every epoch.
+/// An object whose state travels with the checkpoint: Trainer::register_for_checkpointing wraps
+/// anything with `ckpt::StateDict get_state() const` and `void update_state(const StateDict&)`.
+class Stateful {
+ public:
+  virtual ~Stateful() = default;
+  virtual ckpt::StateDict get_state() const = 0;
+  virtual void update_state(const ckpt::StateDict& state) = 0;
+};
+
+/// Installs SIGTERM and SIGINT handlers that ask a running Trainer::train to stop after the
+/// current step: it saves the position (AbstractCheckpointer::save_step with force) and returns
+/// with `stopped`. A second signal restores the default action and re-raises it. Returns what to
+/// pass to train() as `stop_requested`. stop_signal() says which signal arrived (0: none).
+std::function<bool()> install_stop_signal_handlers();
+int stop_signal() noexcept;
+
+/// Drives training with PyMarlin's lifecycle and checkpoints every epoch (and wherever the
+/// checkpointer's step_due asks, and when asked to stop).
 ///
 /// The constructor, in this order: takes `checkpointer` or constructs a DefaultCheckpointer from
 /// `args.checkpointer_args` (which deletes old checkpoints if asked) -> `load()` -> module
@@ -103,8 +133,39 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   /// Trains the remaining epochs, logging each one's metrics, and checkpoints as described above.
-  /// `progress`, if set, is called after every batch.
-  TrainResult train(const ProgressCallback& progress = {});
+  /// `progress`, if set, is called after every batch. After every step the checkpointer's
+  /// step_due decides whether to save mid-epoch (save_step); at an epoch's end a due step makes
+  /// the epoch's save() forced. Each epoch's checkpoint carries `metadata.metrics`
+  /// (train_loss, val_loss, val_acc: see metric_names). If `stop_requested` returns true, training
+  /// stops after the current step with a forced save of the position, and train() returns with
+  /// `stopped`. The final forced save is skipped when the last save (or the resumed checkpoint) is
+  /// already at the final step: it would be a duplicate.
+  TrainResult train(const ProgressCallback& progress = {},
+                    const std::function<bool()>& stop_requested = {});
+
+  /// Saves `object`'s state (get_state) in every checkpoint under `name`, and restores it now
+  /// from the resumed checkpoint, if any (Accelerate's `register_for_checkpointing`). A resumed
+  /// checkpoint without `name` is a ckpt::CheckpointError with `strict_registered_state`, else a
+  /// warning (the object keeps its state); names in the checkpoint that are still unregistered
+  /// when train() starts are reported the same way. Throws std::invalid_argument for an empty or
+  /// duplicate name.
+  template <class T>
+  void register_for_checkpointing(const std::string& name, std::shared_ptr<T> object) {
+    struct Adapter final : Stateful {
+      explicit Adapter(std::shared_ptr<T> o) : object(std::move(o)) {}
+      ckpt::StateDict get_state() const override { return object->get_state(); }
+      void update_state(const ckpt::StateDict& state) override { object->update_state(state); }
+      std::shared_ptr<T> object;
+    };
+    if (!object) throw std::invalid_argument("register_for_checkpointing: '" + name + "' is null");
+    register_stateful(name, std::make_shared<Adapter>(std::move(object)));
+  }
+
+  /// The metrics the trainer reports with each epoch's checkpoint, for `--chkp.monitor`.
+  static const std::vector<std::string>& metric_names();
+
+  /// The resolved options (trainer and checkpointer) stored in every checkpoint.
+  ckpt::StateDict hyperparameters() const;
 
   /// `{last_epoch, optimizers: [...], schedulers: [...]}`, the optimizers' states in Python's
   /// layout (ckpt::optimizer_state) and the schedulers' get_state, each a nested dict. Side-effect
@@ -117,7 +178,8 @@ class Trainer {
   /// ckpt::CheckpointError naming both counts.
   void update_state(const ckpt::StateDict& state);
 
-  /// The full checkpoint: module, trainer and backend states.
+  /// The full checkpoint: module, trainer and backend states, registered states and
+  /// hyperparameters.
   ckpt::Checkpoint checkpoint() const;
 
   int64_t last_epoch() const noexcept { return last_epoch_; }
@@ -126,6 +188,11 @@ class Trainer {
 
  private:
   void build_optimizers_schedulers(int64_t epochs);
+  ckpt::Checkpoint checkpoint_with_metrics(const EpochMetrics& metrics) const;
+  void register_stateful(const std::string& name, std::shared_ptr<Stateful> object);
+  void check_unclaimed_registered_state();
+  void report_hyperparameter_drift(const ckpt::StateDict& saved) const;
+  void registered_mismatch(const std::string& message) const;
 
   TrainerArguments args_;
   std::shared_ptr<TrainerBackend> backend_;
@@ -133,6 +200,13 @@ class Trainer {
   std::shared_ptr<ckpt::AbstractCheckpointer> checkpointer_;
   OptimizersSchedulers opt_;
   int64_t last_epoch_ = -1;
+  // Registered objects in registration order, and what the resumed checkpoint holds for them.
+  std::vector<std::pair<std::string, std::shared_ptr<Stateful>>> registered_;
+  ckpt::StateDict loaded_registered_;
+  bool resumed_ = false;  // the loaded checkpoint holds a training position
+  // The global step of the newest checkpoint saved or resumed from (-1: none).
+  int64_t last_saved_step_ = -1;
+  std::optional<std::filesystem::path> last_saved_path_;
 };
 
 }  // namespace sample_trainer

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace torch {
@@ -41,6 +42,10 @@ struct ValResult {
 /// count and the batch's loss (e.g. to draw a progress bar).
 using ProgressCallback = std::function<void(int64_t batch, int64_t batches, double loss)>;
 
+/// Called by the backend after every optimizer step, like ProgressCallback; returning true stops
+/// the epoch after this step (its position is in get_state, so training can continue from it).
+using StepCallback = std::function<bool(int64_t batch, int64_t batches, double loss)>;
+
 /// Runs the steps: how batches are drawn, where the forward and backward passes run and when the
 /// optimizers step. Owns the counters and the randomness a resumed run needs to continue exactly,
 /// and checkpoints them through get_state/update_state (PyMarlin's `TrainerBackend`).
@@ -62,9 +67,17 @@ class TrainerBackend {
   /// training. Throws std::invalid_argument if an argument is unusable (no module, batch_size < 1).
   virtual void init(TrainerBackendArguments args) = 0;
 
-  /// Trains one epoch (`epoch` is 0-based and selects the data order) and returns the mean training
-  /// loss per example. Calls `progress`, if set, after every batch.
-  virtual double train_epoch(int64_t epoch, const ProgressCallback& progress) = 0;
+  /// Trains epoch `epoch` (0-based; it selects the data order) and returns the mean training loss
+  /// per example. If a restored state stopped in the middle of this epoch, continues with its next
+  /// batch. Calls `after_step`, if set, after every step; if that returns true before the epoch's
+  /// last batch, returns nothing, leaving the position within the epoch in get_state.
+  virtual std::optional<double> train_epoch(int64_t epoch, const StepCallback& after_step) = 0;
+
+  /// Batches in one training epoch.
+  virtual int64_t batches_per_epoch() const = 0;
+
+  /// Optimizer steps completed since the first run began (restored by update_state).
+  virtual int64_t global_step() const = 0;
 
   /// Evaluates the module on its validation set. Consumes no randomness.
   virtual ValResult validate() = 0;

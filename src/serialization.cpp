@@ -11,11 +11,14 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
 #include <system_error>
+#include <utility>
 
 namespace ckpt {
 namespace {
@@ -23,8 +26,19 @@ namespace {
 constexpr const char* kFormatRecord = "ckpt_format_version";
 // The container version PyTorch 1.13 writes and its reader requires.
 constexpr const char* kTorchContainerVersion = "3\n";
+// PyMarlin's three keys, always written, then ckpt's optional ones, written when not empty.
 constexpr const char* kCheckpointKeys[] = {"module_interface_state", "trainer_state",
-                                           "trainer_backend_state"};
+                                           "trainer_backend_state", "registered_state",
+                                           "hyperparameters",       "ckpt_metadata"};
+constexpr std::size_t kPyMarlinKeys = 3;
+constexpr std::size_t kCheckpointKeyCount = sizeof(kCheckpointKeys) / sizeof(kCheckpointKeys[0]);
+
+// The parts of `c` in kCheckpointKeys order (const or not, as `c`).
+template <class C>
+std::array<decltype(&std::declval<C&>().metadata), kCheckpointKeyCount> parts(C& c) {
+  return {&c.module_interface_state, &c.trainer_state, &c.trainer_backend_state,
+          &c.registered_state,       &c.hyperparameters, &c.metadata};
+}
 
 std::string first_line(const std::string& message) {
   return message.substr(0, message.find('\n'));
@@ -53,6 +67,26 @@ uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path&
   zip.finish();
   file.commit();
   return file.bytes_written();
+}
+
+bool is_ckpt_file(const std::filesystem::path& path) {
+  // The comment is the file's last bytes: prefix + 8 hex digits.
+  const std::size_t size = std::strlen(detail::kChecksumCommentPrefix) + 8;
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return false;
+  char tail[64] = {};
+  const bool read = std::fseek(file, -static_cast<long>(size), SEEK_END) == 0 &&
+                    std::fread(tail, 1, size, file) == size;
+  std::fclose(file);
+  return read && std::strncmp(tail, detail::kChecksumCommentPrefix,
+                              std::strlen(detail::kChecksumCommentPrefix)) == 0;
+}
+
+void save_text_file(const std::string& contents, const std::filesystem::path& path,
+                    Storage& storage) {
+  detail::AtomicFile file(storage, path);
+  file.write(contents.data(), contents.size());
+  file.commit();
 }
 
 namespace {
@@ -168,27 +202,32 @@ StateDict load_state_file(const std::filesystem::path& path) {
 uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
                               Storage& storage) {
   StateDict file;
-  file.insert_or_assign(kCheckpointKeys[0], checkpoint.module_interface_state.to_ivalue());
-  file.insert_or_assign(kCheckpointKeys[1], checkpoint.trainer_state.to_ivalue());
-  file.insert_or_assign(kCheckpointKeys[2], checkpoint.trainer_backend_state.to_ivalue());
+  const auto states = parts(checkpoint);
+  for (std::size_t i = 0; i < kCheckpointKeyCount; ++i) {
+    if (i < kPyMarlinKeys || !states[i]->empty()) {
+      file.insert_or_assign(kCheckpointKeys[i], states[i]->to_ivalue());
+    }
+  }
   return save_state_file(file, path, storage);
 }
 
 Checkpoint load_checkpoint_file(const std::filesystem::path& path) {
   const StateDict file = load_state_file(path);
   Checkpoint checkpoint;
-  StateDict* fields[] = {&checkpoint.module_interface_state, &checkpoint.trainer_state,
-                         &checkpoint.trainer_backend_state};
+  const auto states = parts(checkpoint);
   for (const auto& [key, value] : file) {
     std::size_t i = 0;
-    while (i < 3 && key != kCheckpointKeys[i]) ++i;
-    if (i == 3) {
+    while (i < kCheckpointKeyCount && key != kCheckpointKeys[i]) ++i;
+    if (i == kCheckpointKeyCount) {
       throw CheckpointError(path.string() + ": unexpected key '" + key +
                                 "' in checkpoint (expected module_interface_state, "
-                                "trainer_state, trainer_backend_state)",
+                                "trainer_state, trainer_backend_state, and optionally "
+                                "registered_state, hyperparameters, ckpt_metadata)",
                             path);
     }
-    if (!value.isNone()) *fields[i] = StateDict::from_ivalue(value, path.string() + ": " + key);
+    if (!value.isNone()) {
+      *states[i] = StateDict::from_ivalue(value, path.string() + ": " + key);
+    }
   }
   return checkpoint;
 }

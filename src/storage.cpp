@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -98,6 +99,17 @@ class LocalStorage final : public Storage {
 };
 
 }  // namespace
+
+std::uint64_t Storage::available_space(const std::filesystem::path& directory) {
+  struct statvfs fs {};
+  if (::statvfs(directory.c_str(), &fs) != 0) {
+    const int error = errno;
+    throw CheckpointError("cannot query free space of " + directory.string() + ": " +
+                              std::strerror(error),
+                          directory, error);
+  }
+  return static_cast<std::uint64_t>(fs.f_bavail) * static_cast<std::uint64_t>(fs.f_frsize);
+}
 
 std::shared_ptr<Storage> Storage::local() {
   static const std::shared_ptr<Storage> instance = std::make_shared<LocalStorage>();

@@ -9,6 +9,16 @@
 
 namespace ckpt {
 
+/// Where training stands when the trainer asks whether to checkpoint (see
+/// AbstractCheckpointer::step_due and save_step).
+struct TrainingProgress {
+  int64_t epoch = 0;              ///< The epoch in progress, 0-based.
+  int64_t batch = 0;              ///< Batches of `epoch` completed so far.
+  int64_t batches_per_epoch = 0;  ///< Batches in one epoch.
+  int64_t global_step = 0;        ///< Optimizer steps completed since the first run began.
+  double train_seconds = 0;       ///< Seconds spent training in this process (saves excluded).
+};
+
 /// The interface a trainer checkpoints through, as PyMarlin's `AbstractCheckpointer`. Implement it
 /// for your own storage or policy; `DefaultCheckpointer` is the file-based implementation.
 ///
@@ -45,6 +55,22 @@ class AbstractCheckpointer {
   /// weights alone. The default does nothing and returns nothing.
   virtual std::optional<std::filesystem::path> save_model(const StateDict& model_state,
                                                           int64_t index);
+
+  /// Asked by the trainer after every optimizer step (including the last one of an epoch, just
+  /// before that epoch's save()): should a checkpoint be taken now, e.g. every N steps or every T
+  /// seconds? Mid-epoch, true makes the trainer call save_step; at an epoch's end it makes the
+  /// trainer pass `force = true` to save(). Cheap: no checkpoint is built unless it returns true.
+  /// The default never asks for one.
+  virtual bool step_due(const TrainingProgress& progress);
+
+  /// Called in the middle of an epoch when step_due returned true, or with `force = true` when
+  /// training is being stopped (SIGTERM/SIGINT) and its position must not be lost. `checkpoint`
+  /// holds the position within the epoch, so a resume continues with the next batch. Returns the
+  /// path written, or nothing. The default writes nothing and returns nothing (with `force`, it
+  /// logs a warning: a mid-epoch stop then resumes from the last epoch's checkpoint).
+  virtual std::optional<std::filesystem::path> save_step(const Checkpoint& checkpoint,
+                                                         const TrainingProgress& progress,
+                                                         bool force = false);
 
   /// Called once when the trainer is constructed, before any training. Returns the checkpoint to
   /// resume from, or an empty Checkpoint when there is nothing to resume (a fresh start is normal,

@@ -46,6 +46,17 @@ c10::IValue load_ivalue_file(const std::filesystem::path& path);
 /// CheckpointError naming the file and what is wrong (e.g. the damaged record).
 void verify_file(const std::filesystem::path& path);
 
+/// True if `path` ends with the checksum comment ckpt writes into every file, i.e. ckpt wrote it
+/// (cheap: reads the last bytes; does not verify, see verify_file). False for files written by
+/// Python, for other files and for unreadable ones.
+bool is_ckpt_file(const std::filesystem::path& path);
+
+/// Writes `contents` to `path` atomically and durably like save_ivalue_file (temporary, fsync,
+/// rename, directory fsync, all through `storage`), for small text files such as the latest
+/// pointer. Throws CheckpointError naming `path`; a previous file at `path` is then untouched.
+void save_text_file(const std::string& contents, const std::filesystem::path& path,
+                    Storage& storage = *Storage::local());
+
 /// save_ivalue_file of a dict; Python's `torch.load` returns a plain `dict`.
 uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,
                          Storage& storage = *Storage::local());
@@ -53,12 +64,13 @@ uint64_t save_state_file(const StateDict& state, const std::filesystem::path& pa
 /// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
 StateDict load_state_file(const std::filesystem::path& path);
 
-/// Writes a dict with exactly the keys `module_interface_state`, `trainer_state` and
-/// `trainer_backend_state` (PyMarlin's layout; an empty state is written as an empty dict).
+/// Writes a dict with the keys `module_interface_state`, `trainer_state` and
+/// `trainer_backend_state` (PyMarlin's layout; an empty state is written as an empty dict), then
+/// `registered_state`, `hyperparameters` and `ckpt_metadata` for those parts that are not empty.
 uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
                               Storage& storage = *Storage::local());
-/// Reads PyMarlin's layout. A missing key or a None value gives an empty state; any other key is
-/// an error naming it.
+/// Reads PyMarlin's layout and ckpt's optional keys. A missing key or a None value gives an empty
+/// state; any other key is an error naming it.
 Checkpoint load_checkpoint_file(const std::filesystem::path& path);
 
 }  // namespace ckpt

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 
@@ -54,6 +55,9 @@ class Storage {
   virtual void sync_directory(const std::filesystem::path& directory) = 0;
   /// Creates `directory` and its parents if missing.
   virtual void create_directories(const std::filesystem::path& directory) = 0;
+  /// Bytes an unprivileged writer can still add in `directory` (statvfs: f_bavail * f_frsize);
+  /// used by the checkpointer's disk pre-flight. Throws CheckpointError if it cannot be queried.
+  virtual std::uint64_t available_space(const std::filesystem::path& directory);
 
   /// The local filesystem (shared instance).
   static std::shared_ptr<Storage> local();
@@ -78,6 +82,9 @@ class StorageWrapper : public Storage {
   }
   void create_directories(const std::filesystem::path& directory) override {
     target_->create_directories(directory);
+  }
+  std::uint64_t available_space(const std::filesystem::path& directory) override {
+    return target_->available_space(directory);
   }
 
   Storage& target() const noexcept { return *target_; }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <memory>
 #include <string>
@@ -46,7 +47,47 @@ struct DefaultCheckpointerArguments {
   /// Level of ckpt's logger: trace, debug, info, warning, error, critical, off. Default: "INFO".
   std::string log_level = "INFO";
 
-  /// Throws CheckpointError naming the field and value if an option is out of range, if
+  // ---- When to save (besides every `period` epochs) ----
+  /// Also save every N optimizer steps (global step % N == 0), mid-epoch as
+  /// `{file_prefix}_{epoch}_step_{step}.{file_ext}`. 0: off. Default: 0.
+  int64_t every_n_train_steps = 0;
+  /// Also save when this many seconds of training have passed since the last save. 0: off.
+  /// Default: 0.
+  double train_time_interval = 0;
+  /// On SIGTERM or SIGINT the trainer finishes the step, saves, and exits with code 3 (a second
+  /// signal exits at once). false: the signals keep their default action. Default: true.
+  bool save_on_signal = true;
+
+  // ---- What to keep ----
+  /// Keep only the newest N resumable checkpoints in `save_dir` (epoch and step checkpoints, not
+  /// best ones); older ones of ours are deleted once the new one is durable. 0: keep all.
+  /// Default: 0.
+  int64_t keep_last_n = 0;
+  /// Also keep the K best checkpoints by `monitor` as `{file_prefix}_best_{index}.{file_ext}`, a
+  /// pool separate from the resumable ones. 0: off. Default: 0.
+  int64_t save_top_k = 0;
+  /// The validation metric that ranks best checkpoints (e.g. val_loss, val_acc); required when
+  /// save_top_k > 0. Default: empty.
+  std::string monitor;
+  /// "min" (lower is better) or "max". Default: "min".
+  std::string mode = "min";
+  /// Write `{file_prefix}_latest` in `save_dir` naming the newest complete checkpoint; load()
+  /// prefers it when it is valid. Default: true.
+  bool latest_pointer = true;
+  /// Periodic and step checkpoints hold the module state only (no optimizer, scheduler or
+  /// position): smaller, but a resume from one restarts training with those weights.
+  /// Default: false.
+  bool save_weights_only = false;
+  /// A checkpoint whose registered states (Trainer::register_for_checkpointing) do not match the
+  /// registered names is an error; false: a warning. Default: true.
+  bool strict_registered_state = true;
+  /// Disk pre-flight: a save needs the checkpoint's expected size plus this many MiB free in
+  /// `save_dir`, after retention has freed what it may; otherwise it fails before writing.
+  /// Default: 1.
+  double disk_margin_mb = 1;
+
+  /// Throws CheckpointError naming the field and value if an option is out of range (including
+  /// save_top_k without monitor, and mode other than min/max), if
   /// `save_dir` or `model_state_save_dir` is an existing non-directory, or if `load_filename` is
   /// set without `load_dir` or names no existing file (checked here so that a typo is refused
   /// before `delete_existing_checkpoints` deletes anything). Also applies `log_level` to ckpt's
@@ -70,16 +111,40 @@ struct DefaultCheckpointerArguments {
 boost::program_options::options_description default_checkpointer_options(
     DefaultCheckpointerArguments& args, const std::string& prefix = "chkp");
 
-/// The newest checkpoint under `load_dir` (searched recursively): the file whose name is exactly
-/// `{file_prefix}_{N}.{file_ext}` with the largest non-negative integer N; ties (same N in several
-/// folders) go to the lexicographically smallest path. Empty path if there is none or `load_dir`
-/// does not exist. Temporaries of unfinished writes are never candidates.
+/// The resolved options as a flat dict keyed by flag name without the dashes
+/// (`<prefix>.period`, ...), as stored in a checkpoint's hyperparameters.
+StateDict options_state(const DefaultCheckpointerArguments& args,
+                        const std::string& prefix = "chkp");
+
+/// A resumable checkpoint's place in the run, parsed from its file name:
+/// `{prefix}_{index}.{ext}` (after epoch `index`) or `{prefix}_{index}_step_{step}.{ext}` (in
+/// epoch `index`, after global step `step`). Ordered oldest first: within an index, step
+/// checkpoints come before the epoch's own.
+struct CheckpointName {
+  int64_t index = 0;
+  std::optional<int64_t> step;
+
+  bool operator<(const CheckpointName& other) const noexcept;
+  bool operator==(const CheckpointName& other) const noexcept {
+    return index == other.index && step == other.step;
+  }
+  /// The file name for `prefix` and `ext`.
+  std::string file_name(const std::string& prefix, const std::string& ext) const;
+  /// The name's place, if `file_name` is exactly one of the two forms (N, S non-negative).
+  static std::optional<CheckpointName> parse(const std::string& file_name,
+                                             const std::string& prefix, const std::string& ext);
+};
+
+/// The newest checkpoint under `load_dir` (searched recursively): the file whose name is a
+/// CheckpointName with the largest place; ties (same name in several folders) go to the
+/// lexicographically smallest path. Empty path if there is none or `load_dir` does not exist.
+/// Temporaries of unfinished writes and best checkpoints are never candidates.
 std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                                       const std::string& file_prefix = "model",
                                       const std::string& file_ext = "pt");
 
-/// Every checkpoint under `load_dir` (recursively) named exactly `{file_prefix}_{N}.{file_ext}`,
-/// newest first: by N descending, ties by path ascending. get_latest_file is its first element.
+/// Every checkpoint under `load_dir` (recursively) whose name is a CheckpointName, newest first:
+/// by place descending, ties by path ascending. get_latest_file is its first element.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
                                                     const std::string& file_prefix = "model",
                                                     const std::string& file_ext = "pt");
@@ -113,8 +178,25 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// Writes `{save_dir}/{file_prefix}_{index}.{file_ext}` when
   /// `checkpoint && (index % period == 0 || force)` and returns its path; otherwise returns
   /// nothing. A negative index is an error. The same index again replaces the file atomically.
+  ///
+  /// Every write: disk pre-flight (see `disk_margin_mb`; may apply retention first, never
+  /// deleting the newest resumable checkpoint), the atomic durable write, the latest pointer, then
+  /// retention (`keep_last_n`). With `save_top_k`, the score `checkpoint.metadata["metrics"]
+  /// [monitor]` is also considered for the best pool, whether or not the epoch is due; a missing
+  /// metric is a CheckpointError naming it and the metrics present.
   std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
                                             bool force = false) override;
+
+  /// True when `every_n_train_steps` divides the global step or `train_time_interval` seconds of
+  /// training have passed since the last save.
+  bool step_due(const TrainingProgress& progress) override;
+
+  /// Writes `{save_dir}/{file_prefix}_{epoch}_step_{global_step}.{file_ext}` when checkpointing
+  /// is on and `force || step_due(progress)`, with the same pre-flight, pointer and retention as
+  /// save().
+  std::optional<std::filesystem::path> save_step(const Checkpoint& checkpoint,
+                                                 const TrainingProgress& progress,
+                                                 bool force = false) override;
 
   /// Writes `{model_state_save_dir}/{file_prefix}_model_{index}.{file_ext}` (the raw module state
   /// dict) when `checkpoint` is on and `model_state_save_dir` is not empty. No period rule.
@@ -134,15 +216,42 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// or an empty path where load() would start fresh. Throws where load() would.
   std::filesystem::path check();
 
+  /// One checkpoint of the best pool.
+  struct Best {
+    std::filesystem::path path;
+    int64_t index = 0;
+    double score = 0;
+  };
+  /// The best pool, best first (ties: the earlier index first). Rebuilt at construction from the
+  /// best files in `save_dir` whose recorded monitor and mode match the current ones.
+  const std::vector<Best>& best_checkpoints() const noexcept { return best_; }
+
   const DefaultCheckpointerArguments& args() const noexcept { return args_; }
 
  private:
   // The file to resume from (empty: start fresh), found by `accept`, which throws to reject.
   template <class Accept>
   std::filesystem::path choose(Accept&& accept);
+  // Pre-flight, durable write, latest pointer, retention.
+  std::filesystem::path write_resumable(const Checkpoint& checkpoint, const CheckpointName& name);
+  void preflight(const Checkpoint& checkpoint, const std::filesystem::path& path,
+                 bool may_prune);
+  // Deletes our resumable checkpoints beyond the newest `keep` that verify.
+  void apply_retention(int64_t keep);
+  bool verifies(const std::filesystem::path& path);
+  void consider_best(const Checkpoint& checkpoint, int64_t index);
+  void load_best_pool();
+  bool better(double a, double b) const;
+  std::optional<std::filesystem::path> pointed_checkpoint(const std::filesystem::path& dir,
+                                                          const std::filesystem::path& newest);
 
   DefaultCheckpointerArguments args_;
   std::shared_ptr<Storage> storage_;
+  double last_seen_seconds_ = 0;  // train_seconds of the latest step_due call
+  double last_save_seconds_ = 0;  // train_seconds at the latest write
+  std::vector<Best> best_;
+  // Files known to verify: path -> (size, mtime) when verified.
+  std::map<std::filesystem::path, std::pair<uintmax_t, int64_t>> verified_;
 };
 
 }  // namespace ckpt
