@@ -701,9 +701,10 @@ void DefaultCheckpointer::consider_best(const Checkpoint& checkpoint, int64_t in
   const auto at = std::find_if(best_.begin(), best_.end(), [&](const Best& b) {
     return better(entry.score, b.score) || (entry.score == b.score && entry.index < b.index);
   });
+  const auto rank = static_cast<size_t>(at - best_.begin()) + 1;
   best_.insert(at, entry);
-  logger()->info("best checkpoint {}: {}={} (top {} of {})", path.string(), args_.monitor, *score,
-                 static_cast<size_t>(at - best_.begin()) + 1, best_.size());
+  logger()->info("best checkpoint {}: {}={} (rank {} of {})", path.string(), args_.monitor,
+                 *score, rank, best_.size());
   while (best_.size() > k) {
     const Best evicted = best_.back();
     best_.pop_back();
