@@ -17,6 +17,7 @@
 #include <system_error>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 
@@ -459,6 +460,50 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
   return result;
 }
 
+std::vector<std::filesystem::path> retention_victims(
+    const std::filesystem::path& dir, int64_t keep_last_n, const std::string& file_prefix,
+    const std::string& file_ext,
+    const std::function<bool(const std::filesystem::path&)>& verifies) {
+  if (keep_last_n < 1) {
+    throw CheckpointError("invalid keep_last_n " + std::to_string(keep_last_n) +
+                          ": retention keeps at least one checkpoint");
+  }
+  std::vector<std::pair<CheckpointName, std::filesystem::path>> ours;
+  for (const auto& path : files_where(dir, [&](const std::string& name) {
+         return CheckpointName::parse(name, file_prefix, file_ext).has_value();
+       })) {
+    ours.emplace_back(*CheckpointName::parse(path.filename().string(), file_prefix, file_ext),
+                      path);
+  }
+  std::sort(ours.begin(), ours.end(),
+            [](const auto& a, const auto& b) { return b.first < a.first; });
+  const auto check = [&](const std::filesystem::path& path) {
+    if (verifies) return verifies(path);
+    try {
+      verify_file(path);
+      return true;
+    } catch (const CheckpointError& e) {
+      logger()->warn("checkpoint {} does not verify: {}", path.string(), e.what());
+      return false;
+    }
+  };
+  std::vector<std::filesystem::path> victims;
+  int64_t kept = 0;
+  for (const auto& [name, path] : ours) {
+    if (kept < keep_last_n) {
+      // Only checkpoints that verify count as resumable; one that does not is left for a human.
+      if (check(path)) ++kept;
+      continue;
+    }
+    if (!is_ckpt_file(path)) {
+      logger()->warn("retention: leaving {} alone: ckpt did not write it", path.string());
+      continue;
+    }
+    victims.push_back(path);
+  }
+  return victims;
+}
+
 std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                                       const std::string& file_prefix,
                                       const std::string& file_ext) {
@@ -580,12 +625,24 @@ void DefaultCheckpointer::preflight(const Checkpoint& checkpoint,
   if (available >= expected + margin) return;
   if (may_prune && args_.keep_last_n > 1) {
     // Make room now for what retention would delete after this save anyway, keeping the newest
-    // resumable checkpoints, at least one, until the new one is durable.
-    logger()->warn("{} MB free in {}, {:.2f} MB needed: applying retention before the save",
-                   megabytes(available), dir.string(), megabytes(expected + margin));
-    apply_retention(args_.keep_last_n - 1);
-    available = storage_->available_space(dir);
-    if (available >= expected + margin) return;
+    // resumable checkpoints, at least one, until the new one is durable; but only if that is
+    // enough: a save that fails anyway must not have cost a checkpoint.
+    const auto victims = retention_victims(
+        args_.save_dir, args_.keep_last_n - 1, args_.file_prefix, args_.file_ext,
+        [this](const std::filesystem::path& p) { return verifies(p); });
+    uint64_t freeable = 0;
+    std::error_code ec;
+    for (const auto& victim : victims) {
+      const auto size = std::filesystem::file_size(victim, ec);
+      if (!ec) freeable += size;
+    }
+    if (!victims.empty() && available + freeable >= expected + margin) {
+      logger()->warn("{:.2f} MB free in {}, {:.2f} MB needed: applying retention before the save",
+                     megabytes(available), dir.string(), megabytes(expected + margin));
+      apply_retention(args_.keep_last_n - 1);
+      available = storage_->available_space(dir);
+      if (available >= expected + margin) return;
+    }
   }
   throw CheckpointError("not enough free space to save " + path.string() + ": about " +
                             std::to_string(static_cast<int64_t>(megabytes(expected) + 0.5)) +
@@ -593,7 +650,7 @@ void DefaultCheckpointer::preflight(const Checkpoint& checkpoint,
                             std::to_string(static_cast<int64_t>(args_.disk_margin_mb)) +
                             " MB needed, " +
                             std::to_string(static_cast<int64_t>(megabytes(available))) +
-                            " MB free; nothing was written",
+                            " MB free; nothing was written (" + std::strerror(ENOSPC) + ")",
                         path, ENOSPC);
 }
 
@@ -617,34 +674,15 @@ bool DefaultCheckpointer::verifies(const std::filesystem::path& path) {
 }
 
 void DefaultCheckpointer::apply_retention(int64_t keep) {
-  std::vector<std::pair<CheckpointName, std::filesystem::path>> ours;
-  for (const auto& path : files_where(args_.save_dir, [&](const std::string& name) {
-         return is_resumable_name(name, args_);
-       })) {
-    ours.emplace_back(
-        *CheckpointName::parse(path.filename().string(), args_.file_prefix, args_.file_ext),
-        path);
-  }
-  std::sort(ours.begin(), ours.end(),
-            [](const auto& a, const auto& b) { return b.first < a.first; });
-  int64_t kept = 0;
-  bool removed = false;
-  for (const auto& [name, path] : ours) {
-    if (kept < keep) {
-      // Only checkpoints that verify count as resumable; one that does not is left for a human.
-      if (verifies(path)) ++kept;
-      continue;
-    }
-    if (!is_ckpt_file(path)) {
-      logger()->warn("retention: leaving {} alone: ckpt did not write it", path.string());
-      continue;
-    }
+  const auto victims = retention_victims(
+      args_.save_dir, keep, args_.file_prefix, args_.file_ext,
+      [this](const std::filesystem::path& path) { return verifies(path); });
+  for (const auto& path : victims) {
     storage_->remove(path);
     verified_.erase(path);
-    removed = true;
     logger()->info("retention (keep_last_n={}): deleted {}", keep, path.string());
   }
-  if (removed) storage_->sync_directory(args_.save_dir);
+  if (!victims.empty()) storage_->sync_directory(args_.save_dir);
 }
 
 bool DefaultCheckpointer::better(double a, double b) const {

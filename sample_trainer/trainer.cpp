@@ -64,6 +64,8 @@ extern "C" void on_stop_signal(int signal) {
 std::string describe(const c10::IValue& value) {
   if (value.isNone()) return "unset";
   if (value.isString()) return "'" + value.toStringRef() + "'";
+  if (value.isDouble()) return fmt::format("{}", value.toDouble());  // shortest exact form
+  if (value.isBool()) return value.toBool() ? "true" : "false";
   std::ostringstream out;
   out << value;
   return out.str();

@@ -5,6 +5,8 @@
 
 #include "test_util.h"
 
+#include <fstream>
+
 namespace po = boost::program_options;
 using ckpt::DefaultCheckpointerArguments;
 using ckpt::test::TempDir;
@@ -62,6 +64,46 @@ BOOST_AUTO_TEST_CASE(every_flag_binds_its_field) {
   BOOST_TEST(args.file_prefix == "run");
   BOOST_TEST(args.file_ext == "tar");
   BOOST_TEST(args.log_level == "debug");
+}
+
+BOOST_AUTO_TEST_CASE(every_policy_flag_binds_its_field_from_the_command_line_and_a_file) {
+  const DefaultCheckpointerArguments defaults;
+  BOOST_TEST(defaults.every_n_train_steps == 0);
+  BOOST_TEST(defaults.train_time_interval == 0.0);
+  BOOST_TEST(defaults.save_on_signal);
+  BOOST_TEST(defaults.keep_last_n == 0);
+  BOOST_TEST(defaults.save_top_k == 0);
+  BOOST_TEST(defaults.mode == "min");
+  BOOST_TEST(defaults.latest_pointer);
+  BOOST_TEST(!defaults.save_weights_only);
+  BOOST_TEST(defaults.strict_registered_state);
+  BOOST_TEST(defaults.disk_margin_mb == 1.0);
+  const auto check = [](const DefaultCheckpointerArguments& args) {
+    BOOST_TEST(args.every_n_train_steps == 50);
+    BOOST_TEST(args.train_time_interval == 1.5);
+    BOOST_TEST(!args.save_on_signal);
+    BOOST_TEST(args.keep_last_n == 3);
+    BOOST_TEST(args.save_top_k == 2);
+    BOOST_TEST(args.monitor == "val_acc");
+    BOOST_TEST(args.mode == "max");
+    BOOST_TEST(!args.latest_pointer);
+    BOOST_TEST(args.save_weights_only);
+    BOOST_TEST(!args.strict_registered_state);
+    BOOST_TEST(args.disk_margin_mb == 64.0);
+  };
+  check(parse({"--chkp.every_n_train_steps", "50", "--chkp.train_time_interval", "1.5",
+               "--chkp.save_on_signal", "false", "--chkp.keep_last_n", "3", "--chkp.save_top_k",
+               "2", "--chkp.monitor", "val_acc", "--chkp.mode", "max", "--chkp.latest_pointer",
+               "no", "--chkp.save_weights_only", "yes", "--chkp.strict_registered_state", "0",
+               "--chkp.disk_margin_mb", "64"}));
+  TempDir dir;
+  const auto config = dir.path() / "run.ini";
+  std::ofstream(config) << "[chkp]\nevery_n_train_steps = 50\ntrain_time_interval = 1.5\n"
+                           "save_on_signal = false\nkeep_last_n = 3\nsave_top_k = 2\n"
+                           "monitor = val_acc\nmode = max\nlatest_pointer = off\n"
+                           "save_weights_only = true\nstrict_registered_state = no\n"
+                           "disk_margin_mb = 64\n";
+  check(parse({}, config.string()));
 }
 
 BOOST_AUTO_TEST_CASE(bools_accept_true_false_yes_no_1_0) {

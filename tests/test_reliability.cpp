@@ -51,6 +51,9 @@ DefaultCheckpointerArguments args_in(const std::filesystem::path& dir) {
   args.save_dir = dir;
   args.model_state_save_dir = dir;
   args.load_dir = dir;
+  // These tests count and fail each I/O call of the checkpoint's own write; the latest pointer
+  // (a second write, whose failure does not fail the save) has its own tests.
+  args.latest_pointer = false;
   return args;
 }
 
@@ -329,9 +332,25 @@ BOOST_AUTO_TEST_CASE(disk_full_for_real_on_a_small_tmpfs) {
   checkpointer.save(real_checkpoint(1), 1);
   Checkpoint big = real_checkpoint(2);
   big.module_interface_state.insert_or_assign("huge", torch::ones({200 * 1024}));  // 800 KB
+  // The disk pre-flight refuses it before writing...
   BOOST_CHECK_EXCEPTION(checkpointer.save(big, 2), ckpt::CheckpointError,
                         message_contains((mount_point / "test_2.tar").string(),
-                                         std::strerror(ENOSPC)));
+                                         "not enough free space", std::strerror(ENOSPC)));
+  BOOST_TEST(files_in(mount_point) == std::vector<std::string>{"test_1.tar"},
+             boost::test_tools::per_element());
+  // ...and without it (a storage that claims unlimited space) the write itself hits ENOSPC.
+  struct NoPreflight final : ckpt::StorageWrapper {
+    using StorageWrapper::StorageWrapper;
+    uint64_t available_space(const std::filesystem::path&) override { return UINT64_MAX / 2; }
+  };
+  DefaultCheckpointer unchecked(args, std::make_shared<NoPreflight>(ckpt::Storage::local()));
+  BOOST_CHECK_EXCEPTION(unchecked.save(big, 2), ckpt::CheckpointError,
+                        [&](const ckpt::CheckpointError& e) {
+                          const std::string m = e.what();
+                          return m.find((mount_point / "test_2.tar").string()) != m.npos &&
+                                 m.find(std::strerror(ENOSPC)) != m.npos &&
+                                 m.find("not enough free space") == m.npos;
+                        });
   BOOST_TEST(files_in(mount_point) == std::vector<std::string>{"test_1.tar"},
              boost::test_tools::per_element());
   BOOST_TEST((DefaultCheckpointer(args).load() == real_checkpoint(1)));

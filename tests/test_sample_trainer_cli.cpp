@@ -86,7 +86,7 @@ BOOST_AUTO_TEST_CASE(pymarlin_trainer_scenario) {
 
   RunResult r = trainer(dir, dir / "work", with({"--trainer.epochs", "3"}));
   check_ok(r);
-  BOOST_CHECK(files_in(save) == names({"test_0.tar", "test_1.tar", "test_2.tar"}));
+  BOOST_CHECK(files_in(save) == names({"test_0.tar", "test_1.tar", "test_2.tar", "test_latest"}));
   BOOST_CHECK(files_in(models) == names({"test_model_2.tar"}));
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{0, 1, 2}));
   BOOST_CHECK_MESSAGE(
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(pymarlin_trainer_scenario) {
   // No load_dir: starts fresh and overwrites 0..2.
   r = trainer(dir, dir / "work", with({"--trainer.epochs", "4"}));
   check_ok(r);
-  BOOST_CHECK(files_in(save) == names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar"}));
+  BOOST_CHECK(files_in(save) == names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar", "test_latest"}));
   BOOST_CHECK(files_in(models) == names({"test_model_2.tar", "test_model_3.tar"}));
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{0, 1, 2, 3}));
 
@@ -106,7 +106,8 @@ BOOST_AUTO_TEST_CASE(pymarlin_trainer_scenario) {
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{4}));
   BOOST_CHECK(contains(r.out, "resuming after epoch 3: epochs 4..4"));
   BOOST_CHECK(files_in(save) ==
-              names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar", "test_4.tar"}));
+              names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar", "test_4.tar",
+                     "test_latest"}));
   BOOST_CHECK(files_in(models) ==
               names({"test_model_2.tar", "test_model_3.tar", "test_model_4.tar"}));
   BOOST_CHECK(files_in(dir / "work").empty());
@@ -128,7 +129,7 @@ BOOST_AUTO_TEST_CASE(checkpoint_false_writes_nothing_and_period_two_saves_expect
               {"--trainer.epochs", "4", "--trainer.batch_size", "128", "--chkp.period", "2"});
   check_ok(r);
   BOOST_CHECK(files_in(dir / "period" / "checkpoints") ==
-              names({"model_0.pt", "model_2.pt", "model_3.pt", "model_model_3.pt"}));
+              names({"model_0.pt", "model_2.pt", "model_3.pt", "model_latest", "model_model_3.pt"}));
 }
 
 BOOST_AUTO_TEST_CASE(resume_in_a_new_process_is_exact) {
@@ -182,8 +183,8 @@ BOOST_AUTO_TEST_CASE(resume_with_reset_optimizers_schedulers) {
   BOOST_CHECK(contains(r.out, "resetting optimizers and schedulers for the remaining 2 epochs"));
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{2, 3}));
   BOOST_CHECK(files_in(dir / "save") ==
-              names({"model_0.pt", "model_1.pt", "model_2.pt", "model_3.pt", "model_model_1.pt",
-                     "model_model_3.pt"}));
+              names({"model_0.pt", "model_1.pt", "model_2.pt", "model_3.pt", "model_latest",
+                     "model_model_1.pt", "model_model_3.pt"}));
   const ckpt::Checkpoint last = ckpt::load_checkpoint_file(dir / "save" / "model_3.pt");
   const int64_t steps = 12;  // ceil(1438 / 128)
   BOOST_CHECK_EQUAL(last.trainer_backend_state.at("global_step_completed").toInt(), 4 * steps);
@@ -216,7 +217,7 @@ BOOST_AUTO_TEST_CASE(config_file_and_precedence) {
   check_ok(r);
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{0, 1, 2}));
   BOOST_CHECK(files_in(dir / "from_config") ==
-              names({"cfg_0.pt", "cfg_1.pt", "cfg_2.pt", "cfg_model_2.pt"}));
+              names({"cfg_0.pt", "cfg_1.pt", "cfg_2.pt", "cfg_latest", "cfg_model_2.pt"}));
 }
 
 BOOST_AUTO_TEST_CASE(help_lists_every_option) {
@@ -228,7 +229,10 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
         "--trainer.lr", "--trainer.reset_optimizers_schedulers", "--chkp.checkpoint",
         "--chkp.delete_existing_checkpoints", "--chkp.period", "--chkp.save_dir",
         "--chkp.model_state_save_dir", "--chkp.load_dir", "--chkp.load_filename",
-        "--chkp.file_prefix", "--chkp.file_ext", "--chkp.log_level"}) {
+        "--chkp.file_prefix", "--chkp.file_ext", "--chkp.log_level", "--chkp.every_n_train_steps",
+        "--chkp.train_time_interval", "--chkp.save_on_signal", "--chkp.keep_last_n",
+        "--chkp.save_top_k", "--chkp.monitor", "--chkp.mode", "--chkp.latest_pointer",
+        "--chkp.save_weights_only", "--chkp.strict_registered_state", "--chkp.disk_margin_mb"}) {
     BOOST_CHECK_MESSAGE(contains(r.out, flag), "--help does not mention " << flag);
   }
   BOOST_CHECK(fs::is_empty(dir / "work"));
@@ -248,7 +252,7 @@ BOOST_AUTO_TEST_CASE(bad_arguments_exit_2_with_one_line_and_touch_nothing) {
                     save.string(), "--chkp.model_state_save_dir", save.string()}));
   write_text(work / "a_file", "not a directory\n");
   write_text(work / "unknown.ini", "[trainer]\nbogus = 1\n");
-  BOOST_REQUIRE(files_in(save) == names({"model_0.pt", "model_1.pt", "model_model_1.pt"}));
+  BOOST_REQUIRE(files_in(save) == names({"model_0.pt", "model_1.pt", "model_latest", "model_model_1.pt"}));
   const Snapshot before = snapshot(work);
 
   const std::vector<std::string> destructive = {
