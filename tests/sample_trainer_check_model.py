@@ -43,8 +43,13 @@ def main():
 
     if len(sys.argv) > 4:
         checkpoint = torch.load(sys.argv[4])
+        # PyMarlin's three keys, and ckpt's optional ones, which the trainer fills.
         assert set(checkpoint) == {"module_interface_state", "trainer_state",
-                                   "trainer_backend_state"}, list(checkpoint)
+                                   "trainer_backend_state", "hyperparameters",
+                                   "ckpt_metadata"}, list(checkpoint)
+        assert isinstance(checkpoint["hyperparameters"]["trainer.epochs"], int)
+        assert set(checkpoint["ckpt_metadata"]["metrics"]) == {"train_loss", "val_loss",
+                                                               "val_acc"}
         model.load_state_dict(checkpoint["module_interface_state"], strict=True)
         trainer_state = checkpoint["trainer_state"]
         adam = torch.optim.Adam(model.parameters())

@@ -531,6 +531,20 @@ BOOST_AUTO_TEST_CASE(corrupt_stale_or_missing_pointers_fall_back_to_the_scan) {
   BOOST_CHECK(log.contains("skipping checkpoint"));
 }
 
+BOOST_AUTO_TEST_CASE(a_failed_pointer_update_keeps_the_save_and_the_scan_recovers) {
+  TempDir dir;
+  auto storage = std::make_shared<FailingStorage>();
+  DefaultCheckpointer checkpointer(args_in(dir.path()), storage);
+  checkpointer.save(make_checkpoint(0), 0);
+  storage->fail(Op::rename, 1, EIO);  // the second rename of the next save: the pointer's
+  LogCapture log;
+  BOOST_CHECK(checkpointer.save(make_checkpoint(1), 1));
+  BOOST_CHECK(log.contains("could not update the latest pointer"));
+  BOOST_CHECK_EQUAL(read_text(dir / "model_latest"), "model_0.pt\n");  // old, not torn
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(dir.path())).load()), 1.0f);
+  BOOST_CHECK(log.contains("is stale"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(preflight)

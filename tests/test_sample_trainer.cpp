@@ -189,7 +189,8 @@ BOOST_AUTO_TEST_CASE(single_process_state_restores_counters_rng_and_order) {
   backend.init({module, opt.optimizers, opt.schedulers, 64, 5});
   BOOST_CHECK(backend.get_state().keys() ==
               (std::vector<std::string>{"global_step_completed", "batches_completed", "rng_state",
-                                        "shuffle_seed"}));
+                                        "shuffle_seed", "epoch_in_progress", "batch_in_epoch",
+                                        "epoch_loss_sum"}));
   backend.train_epoch(0, {});
   BOOST_CHECK_EQUAL(backend.global_step_completed(), 23);  // ceil(1438 / 64)
   BOOST_CHECK_EQUAL(backend.batches_completed(), 23);
