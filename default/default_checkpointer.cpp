@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
+#include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
 #include <ckpt/storage.h>
 
@@ -47,13 +48,18 @@ std::filesystem::path checkpoint_name(const DefaultCheckpointerArguments& args, 
   return args.file_prefix + "_" + std::to_string(index) + "." + args.file_ext;
 }
 
+constexpr const char* kSafetensorsExt = "safetensors";
+
 std::filesystem::path model_name(const DefaultCheckpointerArguments& args, int64_t index) {
-  return args.file_prefix + "_model_" + std::to_string(index) + "." + args.file_ext;
+  const std::string ext = args.model_format == kSafetensorsExt ? kSafetensorsExt : args.file_ext;
+  return args.file_prefix + "_model_" + std::to_string(index) + "." + ext;
 }
 
 bool is_own_name(const std::string& name, const DefaultCheckpointerArguments& args) {
   return index_in_name(name, args.file_prefix + "_", args.file_ext) ||
-         index_in_name(name, args.file_prefix + "_model_", args.file_ext);
+         index_in_name(name, args.file_prefix + "_model_", args.file_ext) ||
+         (args.model_format == kSafetensorsExt &&
+          index_in_name(name, args.file_prefix + "_model_", kSafetensorsExt));
 }
 
 // Top-level regular files of `dir` for which `select(name)` holds.
@@ -123,6 +129,10 @@ void DefaultCheckpointerArguments::validate() const {
   if (file_ext.empty() || file_ext.find('/') != std::string::npos || file_ext.front() == '.') {
     throw CheckpointError("invalid file_ext '" + file_ext +
                           "': must be a non-empty extension without the dot");
+  }
+  if (model_format != "pt" && model_format != kSafetensorsExt) {
+    throw CheckpointError("invalid model_format '" + model_format +
+                          "': expected pt or safetensors");
   }
   if (save_dir.empty()) throw CheckpointError("invalid save_dir '': must not be empty");
   std::error_code ec;
@@ -194,6 +204,9 @@ po::options_description default_checkpointer_options(DefaultCheckpointerArgument
       ((p + "file_ext").c_str(),
        po::value<std::string>(&args.file_ext)->default_value(defaults.file_ext),
        "file extension, without the dot")
+      ((p + "model_format").c_str(),
+       po::value<std::string>(&args.model_format)->default_value(defaults.model_format),
+       "format of the final model weights: pt, or safetensors (<prefix>_model_<N>.safetensors)")
       ((p + "log_level").c_str(),
        po::value<std::string>(&args.log_level)->default_value(defaults.log_level),
        "ckpt's log level: trace, debug, info, warning, error, critical, off");
@@ -296,7 +309,9 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const State
   ensure_directory(*storage_, args_.model_state_save_dir);
   const auto path = args_.model_state_save_dir / model_name(args_, index);
   const auto start = Clock::now();
-  const uint64_t bytes = save_state_file(model_state, path, *storage_);
+  const uint64_t bytes = args_.model_format == kSafetensorsExt
+                             ? save_safetensors_file(model_state, path, *storage_)
+                             : save_state_file(model_state, path, *storage_);
   logger()->info("saved model index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
                  megabytes(bytes), elapsed_ms(start));
   return path;
