@@ -75,6 +75,8 @@ struct Parsed {
   std::map<std::string, std::string> metadata;
 };
 
+constexpr unsigned __int128 kTooBig = static_cast<unsigned __int128>(1) << 64;
+
 [[noreturn]] void malformed(const std::filesystem::path& path, const std::string& what) {
   throw CheckpointError(path.string() + ": not a valid safetensors file: " + what, path);
 }
@@ -101,9 +103,8 @@ Entry parse_entry(const std::filesystem::path& path, const std::string& name, co
       malformed(path, where + " has a shape entry that is not a non-negative integer");
     }
     entry.shape.push_back(static_cast<int64_t>(dim.get<uint64_t>()));
-    // Saturate instead of overflowing: anything above the buffer size is refused below.
-    bytes = std::min<unsigned __int128>(bytes * dim.get<uint64_t>(),
-                                        static_cast<unsigned __int128>(buffer_size) + 1);
+    // Saturate at 2^64 instead of overflowing: no offsets can match that, so it is refused below.
+    bytes = std::min<unsigned __int128>(bytes * dim.get<uint64_t>(), kTooBig);
   }
   if (offsets == value.end() || !offsets->is_array() || offsets->size() != 2 ||
       !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned()) {
@@ -119,7 +120,8 @@ Entry parse_entry(const std::filesystem::path& path, const std::string& name, co
   if (entry.end - entry.begin != bytes) {
     malformed(path, where + " has " + std::to_string(entry.end - entry.begin) +
                         " bytes but its dtype and shape need " +
-                        std::to_string(static_cast<uint64_t>(bytes)));
+                        (bytes == kTooBig ? std::string("2^64 or more")
+                                          : std::to_string(static_cast<uint64_t>(bytes))));
   }
   return entry;
 }
