@@ -298,7 +298,11 @@ int run_verify(const std::vector<std::string>& args) {
       std::cout << "ok   " << file.string() << "\n";
     } catch (const std::exception& e) {
       ++bad;
-      std::cout << "BAD  " << file.string() << ": " << one_line(e) << "\n";
+      // The library's messages name the file already; say it once, at the start of the line.
+      std::string why = one_line(e);
+      const std::string named = file.string() + ": ";
+      if (why.compare(0, named.size(), named) == 0) why.erase(0, named.size());
+      std::cout << "BAD  " << file.string() << ": " << why << "\n";
     }
   }
   for (const auto& dir : empty_dirs) {

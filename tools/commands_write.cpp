@@ -103,8 +103,8 @@ int run_prune(const std::vector<std::string>& args) {
       "Usage: ckpt prune DIR --keep-last N [--dry-run] [--prefix P] [--ext E]\n\n"
       "Deletes checkpoints <P>_<N>.<E> in the top level of DIR except the newest N that verify.\n"
       "Nothing else is ever touched: model files, other names, subdirectories and temporaries\n"
-      "stay. The newest checkpoint that verifies is never deleted; if none verifies, nothing is\n"
-      "(exit 1). Older files that do not verify are deleted with the rest.";
+      "stay, and so do checkpoints that do not verify (load() skips them; they are listed). The\n"
+      "newest checkpoint that verifies is never deleted; if none verifies, nothing is (exit 1).";
   if (!parse_arguments(args, options, {{"DIR", 1}}, usage, vm)) return kExitOk;
   const fs::path dir = vm["DIR"].as<std::vector<std::string>>().front();
   if (!vm.count("keep-last")) throw UsageError("missing --keep-last N");
@@ -128,16 +128,19 @@ int run_prune(const std::vector<std::string>& args) {
     }
     candidates.emplace_back(path, error);
   }
+  // A file that does not verify is neither counted nor deleted (as retention_victims in the
+  // library does): it may be evidence, or a transient read error, and load() skips it anyway.
   int64_t kept = 0;
   std::vector<fs::path> doomed;
   for (const auto& [path, error] : candidates) {
-    if (!error && kept < keep) {
+    if (error) {
+      std::cout << "skip    " << path.string() << " (does not verify: " << *error << ")\n";
+    } else if (kept < keep) {
       ++kept;
       std::cout << "keep    " << path.string() << "\n";
     } else {
       doomed.push_back(path);
-      std::cout << (dry_run ? "would delete " : "delete  ") << path.string()
-                << (error ? " (does not verify: " + *error + ")" : std::string()) << "\n";
+      std::cout << (dry_run ? "would delete " : "delete  ") << path.string() << "\n";
     }
   }
   if (kept == 0) {
