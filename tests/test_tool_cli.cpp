@@ -14,6 +14,7 @@
 #include <boost/test/unit_test.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <regex>
 #include <string>
 #include <vector>
@@ -63,6 +64,21 @@ void check_exit(const RunResult& r, int code) {
                                                    << "\nstdout:\n"
                                                    << r.out << "\nstderr:\n"
                                                    << r.err);
+}
+
+// The files directly in `save`, without the `<prefix>_latest` pointer that the checkpointer of
+// issue 5 writes (not a checkpoint: the tool neither lists nor prunes it).
+std::vector<std::string> checkpoint_files(const fs::path& save) {
+  std::vector<std::string> names = files_in(save);
+  const std::string pointer = "_latest";
+  names.erase(std::remove_if(names.begin(), names.end(),
+                             [&](const std::string& name) {
+                               return name.size() > pointer.size() &&
+                                      name.compare(name.size() - pointer.size(), pointer.size(),
+                                                   pointer) == 0;
+                             }),
+              names.end());
+  return names;
 }
 
 // A usage or runtime error: exactly one stderr line, `ckpt: error: ...` with every part.
@@ -147,7 +163,7 @@ BOOST_AUTO_TEST_CASE(safetensors_models_other_prefixes_and_bad_directories) {
   train(dir, save, 2,
         {"--chkp.model_format", "safetensors", "--chkp.file_prefix", "net", "--chkp.file_ext",
          "ckpt"});
-  BOOST_REQUIRE(files_in(save) ==
+  BOOST_REQUIRE(checkpoint_files(save) ==
                 (std::vector<std::string>{"net_0.ckpt", "net_1.ckpt", "net_model_1.safetensors"}));
   RunResult r = tool(dir, {"list", save.string(), "--prefix", "net", "--ext", "ckpt"});
   check_exit(r, 0);
@@ -448,7 +464,7 @@ BOOST_AUTO_TEST_CASE(keeps_the_newest_that_verify_and_touches_nothing_else) {
   r = tool(dir, {"prune", save.string(), "--keep-last", "2"});
   check_exit(r, 0);
   BOOST_CHECK(contains(r.out, "deleted 2, kept 2"));
-  BOOST_CHECK(files_in(save) ==
+  BOOST_CHECK(checkpoint_files(save) ==
               (std::vector<std::string>{"model_2.pt", "model_3.pt", "model_3.pt.bak", "model_4.pt",
                                         "model_model_4.pt", "notes.txt"}));
   BOOST_CHECK(fs::exists(save / "sub" / "model_9.pt"));
@@ -461,7 +477,7 @@ BOOST_AUTO_TEST_CASE(keeps_the_newest_that_verify_and_touches_nothing_else) {
   BOOST_CHECK_MESSAGE(contains(resumed.out, "resuming after epoch 3: epochs 4..4"), resumed.out);
 
   check_exit(tool(dir, {"prune", save.string(), "--keep-last", "5"}), 0);
-  BOOST_CHECK_EQUAL(files_in(save).size(), 6u);
+  BOOST_CHECK_EQUAL(checkpoint_files(save).size(), 6u);
 }
 
 BOOST_AUTO_TEST_CASE(refuses_to_delete_when_nothing_verifies_or_arguments_are_bad) {
