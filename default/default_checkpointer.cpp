@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
+#include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
 #include <ckpt/storage.h>
 
@@ -62,8 +63,11 @@ std::optional<int64_t> index_in_name(const std::string& name, const std::string&
   return middle ? parse_count(*middle) : std::nullopt;
 }
 
+constexpr const char* kSafetensorsExt = "safetensors";
+
 std::filesystem::path model_name(const DefaultCheckpointerArguments& args, int64_t index) {
-  return args.file_prefix + "_model_" + std::to_string(index) + "." + args.file_ext;
+  const std::string ext = args.model_format == kSafetensorsExt ? kSafetensorsExt : args.file_ext;
+  return args.file_prefix + "_model_" + std::to_string(index) + "." + ext;
 }
 
 std::filesystem::path best_name(const DefaultCheckpointerArguments& args, int64_t index) {
@@ -84,6 +88,8 @@ bool is_resumable_name(const std::string& name, const DefaultCheckpointerArgumen
 bool is_own_name(const std::string& name, const DefaultCheckpointerArguments& args) {
   return is_resumable_name(name, args) ||
          index_in_name(name, args.file_prefix + "_model_", args.file_ext) ||
+         (args.model_format == kSafetensorsExt &&
+          index_in_name(name, args.file_prefix + "_model_", kSafetensorsExt)) ||
          best_index(name, args) || name == pointer_name(args.file_prefix);
 }
 
@@ -240,6 +246,10 @@ void DefaultCheckpointerArguments::validate() const {
     throw CheckpointError("invalid file_ext '" + file_ext +
                           "': must be a non-empty extension without the dot");
   }
+  if (model_format != "pt" && model_format != kSafetensorsExt) {
+    throw CheckpointError("invalid model_format '" + model_format +
+                          "': expected pt or safetensors");
+  }
   if (save_dir.empty()) throw CheckpointError("invalid save_dir '': must not be empty");
   std::error_code ec;
   if (std::filesystem::exists(save_dir, ec) && !std::filesystem::is_directory(save_dir, ec)) {
@@ -337,6 +347,9 @@ po::options_description default_checkpointer_options(DefaultCheckpointerArgument
       ((p + "file_ext").c_str(),
        po::value<std::string>(&args.file_ext)->default_value(defaults.file_ext),
        "file extension, without the dot")
+      ((p + "model_format").c_str(),
+       po::value<std::string>(&args.model_format)->default_value(defaults.model_format),
+       "format of the final model weights: pt, or safetensors (<prefix>_model_<N>.safetensors)")
       ((p + "log_level").c_str(),
        po::value<std::string>(&args.log_level)->default_value(defaults.log_level),
        "ckpt's log level: trace, debug, info, warning, error, critical, off")
@@ -396,6 +409,7 @@ StateDict options_state(const DefaultCheckpointerArguments& args, const std::str
   state.insert_or_assign(p + "load_filename", optional_string(args.load_filename));
   state.insert_or_assign(p + "file_prefix", args.file_prefix);
   state.insert_or_assign(p + "file_ext", args.file_ext);
+  state.insert_or_assign(p + "model_format", args.model_format);
   state.insert_or_assign(p + "log_level", args.log_level);
   state.insert_or_assign(p + "every_n_train_steps", args.every_n_train_steps);
   state.insert_or_assign(p + "train_time_interval", args.train_time_interval);
@@ -802,7 +816,9 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const State
   ensure_directory(*storage_, args_.model_state_save_dir);
   const auto path = args_.model_state_save_dir / model_name(args_, index);
   const auto start = Clock::now();
-  const uint64_t bytes = save_state_file(model_state, path, *storage_);
+  const uint64_t bytes = args_.model_format == kSafetensorsExt
+                             ? save_safetensors_file(model_state, path, *storage_)
+                             : save_state_file(model_state, path, *storage_);
   logger()->info("saved model index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
                  megabytes(bytes), elapsed_ms(start));
   return path;

@@ -45,6 +45,11 @@ struct DefaultCheckpointerArguments {
   std::string file_prefix = "model";
   /// File extension, without the dot. Default: "pt".
   std::string file_ext = "pt";
+  /// Format of the files save_model writes: "pt" (the torch.save zip, named
+  /// `{file_prefix}_model_{N}.{file_ext}`) or "safetensors" (named
+  /// `{file_prefix}_model_{N}.safetensors` whatever `file_ext` is; see ckpt/safetensors.h).
+  /// Checkpoints are always "pt". Default: "pt".
+  std::string model_format = "pt";
   /// Level of ckpt's logger: trace, debug, info, warning, error, critical, off. Default: "INFO".
   std::string log_level = "INFO";
 
@@ -210,7 +215,8 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
                                                  bool force = false) override;
 
   /// Writes `{model_state_save_dir}/{file_prefix}_model_{index}.{file_ext}` (the raw module state
-  /// dict) when `checkpoint` is on and `model_state_save_dir` is not empty. No period rule.
+  /// dict; `.safetensors` in that format with `model_format` safetensors) when `checkpoint` is on
+  /// and `model_state_save_dir` is not empty. No period rule.
   std::optional<std::filesystem::path> save_model(const StateDict& model_state,
                                                   int64_t index) override;
 
