@@ -190,6 +190,7 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
   result.final_val = result.epochs.empty() ? backend_->validate() : result.epochs.back().val;
   result.checkpoint_path = checkpointer_->save(checkpoint(), last_epoch_, /*force=*/true);
   result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_);
+  checkpointer_->wait();  // a background save is durable, or its failure thrown, before we report
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,
                result.final_val.accuracy, result.final_val.correct, result.final_val.examples);

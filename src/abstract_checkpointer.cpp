@@ -6,4 +6,6 @@ std::optional<std::filesystem::path> AbstractCheckpointer::save_model(const Stat
   return std::nullopt;
 }
 
+void AbstractCheckpointer::wait() {}
+
 }  // namespace ckpt

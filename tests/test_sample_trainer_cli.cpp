@@ -165,6 +165,29 @@ BOOST_AUTO_TEST_CASE(resume_in_a_new_process_is_exact) {
               ckpt::load_checkpoint_file(dir / "split" / "model_5.pt"));
 }
 
+BOOST_AUTO_TEST_CASE(async_saves_write_the_same_files_as_synchronous_ones) {
+  TempDir dir;
+  auto run = [&](const std::string& name, const std::string& async) {
+    RunResult r = trainer(dir, dir / "work",
+                          {"--trainer.epochs", "4", "--chkp.async", async, "--chkp.save_dir",
+                           (dir / name).string(), "--chkp.model_state_save_dir",
+                           (dir / name).string()});
+    check_ok(r);
+    return r;
+  };
+  const RunResult sync = run("sync", "false");
+  const RunResult async = run("async", "true");
+  BOOST_CHECK(epoch_metrics(async.out) == epoch_metrics(sync.out));
+  // train() waited for the last background save: every file is there, complete, when it exits.
+  BOOST_REQUIRE(files_in(dir / "async") == files_in(dir / "sync"));
+  for (const auto& name : files_in(dir / "sync")) {
+    BOOST_TEST_CONTEXT(name) {
+      ckpt::verify_file(dir / "async" / name);
+      BOOST_CHECK(read_text(dir / "async" / name) == read_text(dir / "sync" / name));
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(resume_with_reset_optimizers_schedulers) {
   TempDir dir;
   const std::string save = (dir / "save").string();
@@ -228,7 +251,7 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
         "--trainer.lr", "--trainer.reset_optimizers_schedulers", "--chkp.checkpoint",
         "--chkp.delete_existing_checkpoints", "--chkp.period", "--chkp.save_dir",
         "--chkp.model_state_save_dir", "--chkp.load_dir", "--chkp.load_filename",
-        "--chkp.file_prefix", "--chkp.file_ext", "--chkp.log_level"}) {
+        "--chkp.file_prefix", "--chkp.file_ext", "--chkp.log_level", "--chkp.async"}) {
     BOOST_CHECK_MESSAGE(contains(r.out, flag), "--help does not mention " << flag);
   }
   BOOST_CHECK(fs::is_empty(dir / "work"));
