@@ -446,12 +446,15 @@ void check_mk_dir(const std::filesystem::path& path) {
   }
 }
 
-std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
-                                                    const std::string& file_prefix,
-                                                    const std::string& file_ext) {
+namespace {
+
+// Calls `found(index, path)` for every file under `load_dir` (recursively) named exactly
+// `{file_prefix}_{N}.{file_ext}`.
+template <class Found>
+void for_each_checkpoint(const std::filesystem::path& load_dir, const std::string& file_prefix,
+                         const std::string& file_ext, Found&& found) {
   std::error_code ec;
-  std::vector<std::pair<int64_t, std::filesystem::path>> found;
-  if (!std::filesystem::is_directory(load_dir, ec)) return {};
+  if (!std::filesystem::is_directory(load_dir, ec)) return;
   const std::string prefix = file_prefix + "_";
   auto it = std::filesystem::recursive_directory_iterator(
       load_dir, std::filesystem::directory_options::skip_permission_denied, ec);
@@ -465,8 +468,20 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
                             load_dir, ec.value());
     }
     const auto index = index_in_name(it->path().filename().string(), prefix, file_ext);
-    if (index && it->is_regular_file(ec)) found.emplace_back(*index, it->path());
+    if (index && it->is_regular_file(ec)) found(*index, it->path());
   }
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
+                                                    const std::string& file_prefix,
+                                                    const std::string& file_ext) {
+  std::vector<std::pair<int64_t, std::filesystem::path>> found;
+  for_each_checkpoint(load_dir, file_prefix, file_ext,
+                      [&](int64_t index, const std::filesystem::path& path) {
+                        found.emplace_back(index, path);
+                      });
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   });
@@ -479,8 +494,17 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
 std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                                       const std::string& file_prefix,
                                       const std::string& file_ext) {
-  auto all = list_checkpoints(load_dir, file_prefix, file_ext);
-  return all.empty() ? std::filesystem::path() : all.front();
+  // One pass keeping the best so far: linear in the number of files, no list, no sort.
+  int64_t best_index = -1;
+  std::filesystem::path best;
+  for_each_checkpoint(load_dir, file_prefix, file_ext,
+                      [&](int64_t index, const std::filesystem::path& path) {
+                        if (index > best_index || (index == best_index && path < best)) {
+                          best_index = index;
+                          best = path;
+                        }
+                      });
+  return best;
 }
 
 DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
