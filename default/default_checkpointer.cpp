@@ -6,15 +6,23 @@
 #include <ckpt/serialization.h>
 #include <ckpt/storage.h>
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <boost/program_options.hpp>
 #include <spdlog/spdlog.h>
 #include <ATen/core/ivalue.h>
 #include <ATen/Tensor.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <system_error>
 #include <cmath>
 #include <fstream>
@@ -23,6 +31,8 @@
 #include <set>
 
 #include <sys/stat.h>
+#include <thread>
+#include <unordered_map>
 
 namespace po = boost::program_options;
 
@@ -200,6 +210,141 @@ std::optional<StateDict> dict_at(const StateDict& state, const std::string& key)
   return StateDict::from_ivalue(state.at(key), key);
 }
 
+// Copies a checkpoint's tensors into one reused staging buffer: a snapshot that later in-place
+// updates of the live tensors cannot reach. Each distinct storage is copied once, whole, so views
+// and shared storages come out as they went in and the file is byte for byte the one a
+// synchronous save writes.
+class Stager {
+ public:
+  Checkpoint snapshot(const Checkpoint& checkpoint) {
+    const c10::IValue states[] = {checkpoint.module_interface_state.to_ivalue(),
+                                  checkpoint.trainer_state.to_ivalue(),
+                                  checkpoint.trainer_backend_state.to_ivalue(),
+                                  checkpoint.registered_state.to_ivalue(),
+                                  checkpoint.hyperparameters.to_ivalue(),
+                                  checkpoint.metadata.to_ivalue()};
+    storages_.clear();
+    uint64_t needed = 0;
+    for (const auto& state : states) plan(state, needed);
+    if (needed > capacity_) {
+      staging_.reset();  // the old buffer goes before the new one comes: one buffer at a time
+      capacity_ = 0;
+      // In transparent huge pages where the system allows it: fewer page faults the first time.
+      const uint64_t size = (needed + kHugePage - 1) / kHugePage * kHugePage;
+      staging_.reset(static_cast<char*>(std::aligned_alloc(kHugePage, size)));
+      if (!staging_) {
+        throw CheckpointError("cannot stage a checkpoint of " + std::to_string(needed) +
+                                  " bytes for a background save: out of memory",
+                              {}, ENOMEM);
+      }
+      ::madvise(staging_.get(), size, MADV_HUGEPAGE);  // advice only: failure is harmless
+      capacity_ = needed;
+    }
+    // The copy is all the time save() blocks for: in chunks, on LibTorch's intra-op threads.
+    struct Chunk {
+      const char* from;
+      char* to;
+      std::size_t size;
+    };
+    std::vector<Chunk> chunks;
+    for (auto& [impl, staged] : storages_) {
+      char* target = staging_.get() + staged.offset;
+      const char* source = static_cast<const char*>(impl->data());
+      for (std::size_t done = 0; done < impl->nbytes(); done += kCopyChunk) {
+        chunks.push_back({source + done, target + done, std::min(kCopyChunk, impl->nbytes() - done)});
+      }
+      staged.storage = c10::Storage(c10::Storage::use_byte_size_t(), impl->nbytes(),
+                                    at::DataPtr(target, target, &no_delete, at::Device(at::kCPU)),
+                                    nullptr, false);
+    }
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) std::memcpy(chunks[i].to, chunks[i].from, chunks[i].size);
+    });
+    Checkpoint copy{StateDict::from_ivalue(copy_of(states[0])),
+                    StateDict::from_ivalue(copy_of(states[1])),
+                    StateDict::from_ivalue(copy_of(states[2])),
+                    StateDict::from_ivalue(copy_of(states[3])),
+                    StateDict::from_ivalue(copy_of(states[4])),
+                    StateDict::from_ivalue(copy_of(states[5]))};
+    storages_.clear();
+    return copy;
+  }
+
+  uint64_t capacity() const noexcept { return capacity_; }
+
+ private:
+  static constexpr uint64_t kAlignment = 64;
+  static constexpr std::size_t kCopyChunk = 4 << 20;
+  static constexpr uint64_t kHugePage = 2 << 20;
+  struct Staged {
+    uint64_t offset = 0;
+    c10::Storage storage;
+  };
+
+  static void no_delete(void*) {}
+
+  // Tensors the writer can write (dense CPU) are staged; anything else passes through unchanged,
+  // to fail in the writer with the synchronous save's message.
+  static bool stageable(const at::Tensor& tensor) {
+    return tensor.defined() && tensor.layout() == at::kStrided && tensor.device().is_cpu() &&
+           tensor.has_storage();
+  }
+
+  void plan(const c10::IValue& value, uint64_t& needed) {
+    if (value.isTensor()) {
+      const at::Tensor& tensor = value.toTensor();
+      if (!stageable(tensor)) return;
+      c10::StorageImpl* impl = tensor.storage().unsafeGetStorageImpl();
+      if (storages_.count(impl) == 0) {
+        storages_[impl].offset = needed;
+        needed += (impl->nbytes() + kAlignment - 1) / kAlignment * kAlignment;
+      }
+    } else if (value.isGenericDict()) {
+      for (const auto& item : value.toGenericDict()) plan(item.value(), needed);
+    } else if (value.isList()) {
+      for (const auto& item : value.toListRef()) plan(item, needed);
+    } else if (value.isTuple()) {
+      for (const auto& item : value.toTupleRef().elements()) plan(item, needed);
+    }
+  }
+
+  c10::IValue copy_of(const c10::IValue& value) {
+    if (value.isTensor()) {
+      const at::Tensor& tensor = value.toTensor();
+      if (!stageable(tensor)) return value;
+      const auto& staged = storages_.at(tensor.storage().unsafeGetStorageImpl());
+      at::Tensor copy = at::empty({0}, at::TensorOptions().dtype(tensor.dtype()));
+      copy.set_(staged.storage, tensor.storage_offset(), tensor.sizes(), tensor.strides());
+      if (tensor.requires_grad()) copy.set_requires_grad(true);
+      return copy;
+    }
+    if (value.isGenericDict()) {
+      const auto dict = value.toGenericDict();
+      c10::impl::GenericDict copy(dict.keyType(), dict.valueType());
+      copy.reserve(dict.size());
+      for (const auto& item : dict) copy.insert(item.key(), copy_of(item.value()));
+      return copy;
+    }
+    if (value.isList()) {
+      const auto list = value.toList();
+      c10::impl::GenericList copy(list.elementType());
+      copy.reserve(list.size());
+      for (const auto& item : value.toListRef()) copy.push_back(copy_of(item));
+      return copy;
+    }
+    if (value.isTuple()) {
+      std::vector<c10::IValue> elements;
+      for (const auto& item : value.toTupleRef().elements()) elements.push_back(copy_of(item));
+      return c10::ivalue::Tuple::create(std::move(elements));
+    }
+    return value;  // ints, doubles, bools, None and strings are immutable
+  }
+
+  std::unique_ptr<char, void (*)(void*)> staging_{nullptr, &std::free};
+  uint64_t capacity_ = 0;
+  std::unordered_map<c10::StorageImpl*, Staged> storages_;
+};
+
 }  // namespace
 
 bool CheckpointName::operator<(const CheckpointName& other) const noexcept {
@@ -233,6 +378,92 @@ std::optional<CheckpointName> CheckpointName::parse(const std::string& file_name
   if (!index || !step) return std::nullopt;
   return CheckpointName{*index, *step};
 }
+
+
+// One background thread and at most one save in flight. `mutex` guards `job` (set while a save
+// is queued or being written) and `failure`; the staging memory is touched only by the caller's
+// thread, and only while no job is set.
+struct DefaultCheckpointer::Background {
+  struct Job {
+    Checkpoint snapshot;  // its tensors alias the staging memory
+    CheckpointName name;
+  };
+
+  explicit Background(DefaultCheckpointer& owner) : worker([this, &owner] { run(owner); }) {}
+
+  ~Background() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stop = true;
+    }
+    changed.notify_all();
+    worker.join();  // after the job in flight, if any, has finished
+  }
+
+  void run(DefaultCheckpointer& owner) {
+    std::unique_lock<std::mutex> lock(mutex);
+    for (;;) {
+      changed.wait(lock, [&] { return stop || job.has_value(); });
+      if (!job) return;
+      lock.unlock();
+      std::exception_ptr error;
+      std::string what;
+      try {
+        owner.write_resumable(job->snapshot, job->name);
+      } catch (const std::exception& e) {
+        error = std::current_exception();
+        what = e.what();
+      } catch (...) {
+        error = std::current_exception();
+        what = "unknown exception";
+      }
+      if (error) {
+        logger()->error("background save of checkpoint index={} failed: {}", job->name.index,
+                        what);
+      }
+      lock.lock();
+      job.reset();  // releases the snapshot's tensors before the staging memory can be reused
+      if (error) {
+        failure = error;
+        failure_what = what;
+      }
+      changed.notify_all();
+    }
+  }
+
+  void wait_idle() {
+    std::unique_lock<std::mutex> lock(mutex);
+    changed.wait(lock, [&] { return !job.has_value(); });
+  }
+
+  // Throws a failure not yet reported, once.
+  void rethrow_failure() {
+    std::exception_ptr error;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      std::swap(error, failure);
+      failure_what.clear();
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+  void submit(Checkpoint snapshot, const CheckpointName& name) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      job = Job{std::move(snapshot), name};
+    }
+    changed.notify_all();
+  }
+
+  Stager stager;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::optional<Job> job;
+  std::exception_ptr failure;
+  std::string failure_what;
+  bool stop = false;
+  std::thread worker;  // last: starts once everything it uses exists
+};
 
 void DefaultCheckpointerArguments::validate() const {
   if (period < 1) {
@@ -389,7 +620,11 @@ po::options_description default_checkpointer_options(DefaultCheckpointerArgument
        "registered states missing from or unknown to a checkpoint are an error (false: warning)")
       ((p + "disk_margin_mb").c_str(),
        po::value<double>(&args.disk_margin_mb)->default_value(defaults.disk_margin_mb, "1"),
-       "a save needs its expected size plus this many MiB free, or fails before writing");
+       "a save needs its expected size plus this many MiB free, or fails before writing")
+      ((p + "async").c_str(),
+       po::value<bool>(&args.async)->default_value(defaults.async, "false"),
+       "save in the background: save() blocks only while it copies the state; one save in "
+       "flight, its failure thrown by the next call");
   return desc;
 }
 
@@ -422,6 +657,7 @@ StateDict options_state(const DefaultCheckpointerArguments& args, const std::str
   state.insert_or_assign(p + "save_weights_only", args.save_weights_only);
   state.insert_or_assign(p + "strict_registered_state", args.strict_registered_state);
   state.insert_or_assign(p + "disk_margin_mb", args.disk_margin_mb);
+  state.insert_or_assign(p + "async", args.async);
   return state;
 }
 
@@ -444,12 +680,15 @@ void check_mk_dir(const std::filesystem::path& path) {
   }
 }
 
-std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
-                                                    const std::string& file_prefix,
-                                                    const std::string& file_ext) {
+namespace {
+
+// Calls `found(name, path)` for every file under `load_dir` (recursively) whose name is a
+// CheckpointName.
+template <class Found>
+void for_each_checkpoint(const std::filesystem::path& load_dir, const std::string& file_prefix,
+                         const std::string& file_ext, Found&& found) {
   std::error_code ec;
-  std::vector<std::pair<CheckpointName, std::filesystem::path>> found;
-  if (!std::filesystem::is_directory(load_dir, ec)) return {};
+  if (!std::filesystem::is_directory(load_dir, ec)) return;
   auto it = std::filesystem::recursive_directory_iterator(
       load_dir, std::filesystem::directory_options::skip_permission_denied, ec);
   if (ec) {
@@ -463,8 +702,20 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
     }
     const auto name =
         CheckpointName::parse(it->path().filename().string(), file_prefix, file_ext);
-    if (name && it->is_regular_file(ec)) found.emplace_back(*name, it->path());
+    if (name && it->is_regular_file(ec)) found(*name, it->path());
   }
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
+                                                    const std::string& file_prefix,
+                                                    const std::string& file_ext) {
+  std::vector<std::pair<CheckpointName, std::filesystem::path>> found;
+  for_each_checkpoint(load_dir, file_prefix, file_ext,
+                      [&](const CheckpointName& name, const std::filesystem::path& path) {
+                        found.emplace_back(name, path);
+                      });
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
     return a.first == b.first ? a.second < b.second : b.first < a.first;
   });
@@ -521,8 +772,18 @@ std::vector<std::filesystem::path> retention_victims(
 std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                                       const std::string& file_prefix,
                                       const std::string& file_ext) {
-  auto all = list_checkpoints(load_dir, file_prefix, file_ext);
-  return all.empty() ? std::filesystem::path() : all.front();
+  // One pass keeping the best so far: linear in the number of files, no list, no sort.
+  std::optional<CheckpointName> best_name;
+  std::filesystem::path best;
+  for_each_checkpoint(load_dir, file_prefix, file_ext,
+                      [&](const CheckpointName& name, const std::filesystem::path& path) {
+                        if (!best_name || *best_name < name ||
+                            (*best_name == name && path < best)) {
+                          best_name = name;
+                          best = path;
+                        }
+                      });
+  return best;
 }
 
 DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
@@ -539,6 +800,21 @@ DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
     if (args_.delete_existing_checkpoints) delete_own_files(*storage_, dir, args_);
   }
   if (args_.checkpoint && args_.save_top_k > 0) load_best_pool();
+  if (args_.async) background_ = std::make_unique<Background>(*this);
+}
+
+DefaultCheckpointer::~DefaultCheckpointer() {
+  if (!background_) return;
+  try {
+    background_->wait_idle();
+    if (background_->failure) {
+      logger()->error("a background save failed and nobody called wait() or save() again: {}",
+                      background_->failure_what);
+    }
+    background_.reset();
+  } catch (...) {
+    // Logging failed too; a destructor must not throw.
+  }
 }
 
 std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint& checkpoint,
@@ -547,13 +823,38 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint&
     throw CheckpointError("invalid checkpoint index " + std::to_string(index) +
                           ": must be >= 0");
   }
+  if (background_) background_->rethrow_failure();  // a finished failure, without waiting
   if (!args_.checkpoint) return std::nullopt;
   std::optional<std::filesystem::path> path;
   if (index % args_.period == 0 || force) {
-    path = write_resumable(checkpoint, CheckpointName{index, std::nullopt});
+    path = write_or_submit(checkpoint, CheckpointName{index, std::nullopt});
   }
   if (args_.save_top_k > 0) consider_best(checkpoint, index);
   return path;
+}
+
+std::filesystem::path DefaultCheckpointer::write_or_submit(const Checkpoint& checkpoint,
+                                                           const CheckpointName& name) {
+  last_save_seconds_ = last_seen_seconds_;  // the time trigger counts from here
+  if (!background_) return write_resumable(checkpoint, name);
+  wait();  // one save in flight: the staging memory is free once it is done
+  const auto start = Clock::now();
+  Checkpoint snapshot = background_->stager.snapshot(checkpoint);
+  logger()->debug("copied checkpoint {} for a background save ({:.2f} MB in {:.1f} ms)",
+                  name.file_name(args_.file_prefix, args_.file_ext),
+                  megabytes(background_->stager.capacity()), elapsed_ms(start));
+  background_->submit(std::move(snapshot), name);
+  return args_.save_dir / name.file_name(args_.file_prefix, args_.file_ext);
+}
+
+void DefaultCheckpointer::wait() {
+  if (!background_) return;
+  background_->wait_idle();
+  background_->rethrow_failure();
+}
+
+uint64_t DefaultCheckpointer::staging_bytes() const noexcept {
+  return background_ ? background_->stager.capacity() : 0;
 }
 
 bool DefaultCheckpointer::step_due(const TrainingProgress& progress) {
@@ -572,8 +873,9 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_step(
                           ", global step " + std::to_string(progress.global_step) +
                           ": must be >= 0");
   }
+  if (background_) background_->rethrow_failure();  // a finished failure, without waiting
   if (!args_.checkpoint || !(force || step_due(progress))) return std::nullopt;
-  return write_resumable(checkpoint, CheckpointName{progress.epoch, progress.global_step});
+  return write_or_submit(checkpoint, CheckpointName{progress.epoch, progress.global_step});
 }
 
 std::filesystem::path DefaultCheckpointer::write_resumable(const Checkpoint& checkpoint,
@@ -590,7 +892,6 @@ std::filesystem::path DefaultCheckpointer::write_resumable(const Checkpoint& che
   const auto start = Clock::now();
   const uint64_t bytes = save_checkpoint_file(written, path, *storage_);
   verified_[path] = {bytes, mtime_ns(path)};  // we computed its checksums while writing it
-  last_save_seconds_ = last_seen_seconds_;
   if (name.step) {
     logger()->info("saved checkpoint index={} step={} to {} ({:.2f} MB in {:.1f} ms)", name.index,
                    *name.step, path.string(), megabytes(bytes), elapsed_ms(start));
@@ -807,8 +1108,10 @@ void DefaultCheckpointer::load_best_pool() {
   }
 }
 
+
 std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const StateDict& model_state,
                                                                      int64_t index) {
+  wait();
   if (!args_.checkpoint || args_.model_state_save_dir.empty()) return std::nullopt;
   if (index < 0) {
     throw CheckpointError("invalid model index " + std::to_string(index) + ": must be >= 0");
@@ -909,6 +1212,7 @@ std::filesystem::path DefaultCheckpointer::choose(Accept&& accept) {
 }
 
 Checkpoint DefaultCheckpointer::load() {
+  wait();
   Checkpoint checkpoint;
   const auto start = Clock::now();
   const auto path = choose([&](const std::filesystem::path& candidate) {
@@ -923,6 +1227,7 @@ Checkpoint DefaultCheckpointer::load() {
 }
 
 std::filesystem::path DefaultCheckpointer::check() {
+  wait();
   const auto path = choose([](const std::filesystem::path& candidate) { verify_file(candidate); });
   if (!path.empty()) logger()->info("verified checkpoint {}", path.string());
   return path;

@@ -378,6 +378,7 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   result.last_epoch = last_epoch_;
   result.global_step = backend_->global_step();
   if (result.stopped) {
+    checkpointer_->wait();  // the position is durable before train() says so
     result.checkpoint_path = last_saved_path_;
     spdlog::info("stopped: {} epochs completed in {:.2f}s, step {}; newest checkpoint {}",
                  result.epochs.size(), seconds_since(start), result.global_step,
@@ -395,6 +396,7 @@ TrainResult Trainer::train(const ProgressCallback& progress,
     result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
   }
   result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_);
+  checkpointer_->wait();  // a background save is durable, or its failure thrown, before we report
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,
                result.final_val.accuracy, result.final_val.correct, result.final_val.examples);

@@ -111,7 +111,9 @@ int stop_signal() noexcept;
 /// `update_state` -> module `get_optimizers_schedulers` -> trainer `update_state` -> backend
 /// `init` -> backend `update_state`. train() runs epochs `last_epoch + 1 .. epochs - 1`; after each
 /// it sets `last_epoch` and calls `save(checkpoint, last_epoch)`; at the end it calls
-/// `save(checkpoint, last_epoch, /*force=*/true)` and `save_model(module state, last_epoch)`.
+/// `save(checkpoint, last_epoch, /*force=*/true)` and `save_model(module state, last_epoch)`, then
+/// `wait()`, so that a background save (`--chkp.async`) is durable, or has thrown, before train()
+/// returns.
 ///
 ///   auto module = std::make_shared<DigitsModule>(load_digits(path));
 ///   Trainer trainer(std::make_shared<SingleProcess>(), module, args);

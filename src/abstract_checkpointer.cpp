@@ -23,4 +23,6 @@ std::optional<std::filesystem::path> AbstractCheckpointer::save_step(
   return std::nullopt;
 }
 
+void AbstractCheckpointer::wait() {}
+
 }  // namespace ckpt

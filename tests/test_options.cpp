@@ -46,6 +46,7 @@ BOOST_AUTO_TEST_CASE(defaults_without_flags) {
   BOOST_TEST(!args.load_dir.has_value());
   BOOST_TEST(!args.load_filename.has_value());
   BOOST_TEST(args.file_prefix == "model");
+  BOOST_TEST(!args.async);
 }
 
 BOOST_AUTO_TEST_CASE(every_flag_binds_its_field) {
@@ -53,7 +54,8 @@ BOOST_AUTO_TEST_CASE(every_flag_binds_its_field) {
                            "yes", "--chkp.period", "3", "--chkp.save_dir", "/tmp/s",
                            "--chkp.model_state_save_dir", "/tmp/m", "--chkp.load_dir", "/tmp/l",
                            "--chkp.load_filename", "f.pt", "--chkp.file_prefix", "run",
-                           "--chkp.file_ext", "tar", "--chkp.log_level", "debug"});
+                           "--chkp.file_ext", "tar", "--chkp.log_level", "debug",
+                           "--chkp.async", "on"});
   BOOST_TEST(!args.checkpoint);
   BOOST_TEST(args.delete_existing_checkpoints);
   BOOST_TEST(args.period == 3);
@@ -64,6 +66,7 @@ BOOST_AUTO_TEST_CASE(every_flag_binds_its_field) {
   BOOST_TEST(args.file_prefix == "run");
   BOOST_TEST(args.file_ext == "tar");
   BOOST_TEST(args.log_level == "debug");
+  BOOST_TEST(args.async);
 }
 
 BOOST_AUTO_TEST_CASE(every_policy_flag_binds_its_field_from_the_command_line_and_a_file) {

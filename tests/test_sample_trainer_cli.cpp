@@ -176,6 +176,29 @@ BOOST_AUTO_TEST_CASE(resume_in_a_new_process_is_exact) {
   BOOST_CHECK(a == b);
 }
 
+BOOST_AUTO_TEST_CASE(async_saves_write_the_same_files_as_synchronous_ones) {
+  TempDir dir;
+  auto run = [&](const std::string& name, const std::string& async) {
+    RunResult r = trainer(dir, dir / "work",
+                          {"--trainer.epochs", "4", "--chkp.async", async, "--chkp.save_dir",
+                           (dir / name).string(), "--chkp.model_state_save_dir",
+                           (dir / name).string()});
+    check_ok(r);
+    return r;
+  };
+  const RunResult sync = run("sync", "false");
+  const RunResult async = run("async", "true");
+  BOOST_CHECK(epoch_metrics(async.out) == epoch_metrics(sync.out));
+  // train() waited for the last background save: every file is there, complete, when it exits.
+  BOOST_REQUIRE(files_in(dir / "async") == files_in(dir / "sync"));
+  for (const auto& name : files_in(dir / "sync")) {
+    BOOST_TEST_CONTEXT(name) {
+      ckpt::verify_file(dir / "async" / name);
+      BOOST_CHECK(read_text(dir / "async" / name) == read_text(dir / "sync" / name));
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(resume_with_reset_optimizers_schedulers) {
   TempDir dir;
   const std::string save = (dir / "save").string();
@@ -242,7 +265,8 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
         "--chkp.file_prefix", "--chkp.file_ext", "--chkp.log_level", "--chkp.every_n_train_steps",
         "--chkp.train_time_interval", "--chkp.save_on_signal", "--chkp.keep_last_n",
         "--chkp.save_top_k", "--chkp.monitor", "--chkp.mode", "--chkp.latest_pointer",
-        "--chkp.save_weights_only", "--chkp.strict_registered_state", "--chkp.disk_margin_mb"}) {
+        "--chkp.save_weights_only", "--chkp.strict_registered_state", "--chkp.disk_margin_mb",
+        "--chkp.async"}) {
     BOOST_CHECK_MESSAGE(contains(r.out, flag), "--help does not mention " << flag);
   }
   BOOST_CHECK(fs::is_empty(dir / "work"));

@@ -76,6 +76,12 @@ class AbstractCheckpointer {
   /// resume from, or an empty Checkpoint when there is nothing to resume (a fresh start is normal,
   /// not an error). Throws CheckpointError when a checkpoint exists but cannot be read.
   virtual Checkpoint load() = 0;
+
+  /// Called by the trainer after its last save, before it exports or exits: returns once every
+  /// save this checkpointer accepted is durable. An implementation that saves in the background
+  /// (DefaultCheckpointer with `async`) throws here the CheckpointError of a background save that
+  /// failed and was not reported yet. The default does nothing: its saves are durable on return.
+  virtual void wait();
 };
 
 }  // namespace ckpt

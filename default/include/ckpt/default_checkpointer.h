@@ -52,6 +52,12 @@ struct DefaultCheckpointerArguments {
   std::string model_format = "pt";
   /// Level of ckpt's logger: trace, debug, info, warning, error, critical, off. Default: "INFO".
   std::string log_level = "INFO";
+  /// Save in the background: save() copies the state into staging memory (reused from one save
+  /// to the next, as large as the largest checkpoint) and returns; one background thread writes
+  /// the file exactly as a synchronous save would. One save is in flight at a time: the next
+  /// save() waits for it. A background failure is thrown by the next save(), save_model(), load(),
+  /// check() or wait(). Default: false.
+  bool async = false;
 
   // ---- When to save (besides every `period` epochs) ----
   /// Also save every N optimizer steps (global step % N == 0), mid-epoch as
@@ -180,7 +186,17 @@ void check_mk_dir(const std::filesystem::path& path);
 ///   ...
 ///   checkpointer.save(checkpoint, epoch);                // runs/a/model_<epoch>.pt
 ///
-/// Thread safety: one thread at a time.
+/// With `args.async`, save() returns once the state is copied, and training may change the
+/// parameters right away; call wait() before relying on the file:
+///
+///   args.async = true;
+///   ckpt::DefaultCheckpointer checkpointer(args);
+///   checkpointer.save(checkpoint, epoch);                // blocks only for the copy
+///   optimizer.step();                                    // does not leak into the file
+///   checkpointer.wait();                                 // durable; rethrows a failure
+///
+/// Thread safety: one thread at a time calls its members. With `async`, its own background thread
+/// writes the files (through the Storage, concurrently with nothing else of this checkpointer).
 class DefaultCheckpointer final : public AbstractCheckpointer {
  public:
   /// Validates `args` (CheckpointError naming the bad field), removes temporaries that an
@@ -191,6 +207,10 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   explicit DefaultCheckpointer(DefaultCheckpointerArguments args,
                                std::shared_ptr<Storage> storage = Storage::local());
 
+  /// Waits for a save in flight. A background failure that was never thrown is logged as an error
+  /// on ckpt's logger (a destructor must not throw); call wait() first to handle it.
+  ~DefaultCheckpointer() override;
+
   /// Writes `{save_dir}/{file_prefix}_{index}.{file_ext}` when
   /// `checkpoint && (index % period == 0 || force)` and returns its path; otherwise returns
   /// nothing. A negative index is an error. The same index again replaces the file atomically.
@@ -198,8 +218,15 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// Every write: disk pre-flight (see `disk_margin_mb`; may apply retention first, never
   /// deleting the newest resumable checkpoint), the atomic durable write, the latest pointer, then
   /// retention (`keep_last_n`). With `save_top_k`, the score `checkpoint.metadata["metrics"]
-  /// [monitor]` is also considered for the best pool, whether or not the epoch is due; a missing
-  /// metric is a CheckpointError naming it and the metrics present.
+  /// [monitor]` is also considered for the best pool, whether or not the epoch is due (best files
+  /// are written synchronously); a missing metric is a CheckpointError naming it and the metrics
+  /// present.
+  ///
+  /// With `async`: first throws the failure of an earlier background save not yet reported (and
+  /// then saves nothing); if it saves, waits for the save in flight, copies every tensor of
+  /// `checkpoint` into the staging memory (a true snapshot: later changes to the tensors do not
+  /// reach the file), queues the write (pre-flight, write, pointer and retention then run in the
+  /// background) and returns the path the file will have once durable.
   std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
                                             bool force = false) override;
 
@@ -209,14 +236,24 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
 
   /// Writes `{save_dir}/{file_prefix}_{epoch}_step_{global_step}.{file_ext}` when checkpointing
   /// is on and `force || step_due(progress)`, with the same pre-flight, pointer and retention as
-  /// save().
+  /// save(), and in the background with `async` like save().
   std::optional<std::filesystem::path> save_step(const Checkpoint& checkpoint,
                                                  const TrainingProgress& progress,
                                                  bool force = false) override;
 
+  /// Returns once the save in flight (if any) is durable, and throws its CheckpointError if it
+  /// failed and that was not reported yet (each failure is thrown once). Without `async`, nothing
+  /// is ever in flight.
+  void wait() override;
+
+  /// The staging memory async saves copy into, in bytes: 0 before the first, then the size of
+  /// the largest checkpoint saved (tensor bytes, each storage aligned to 64 bytes).
+  uint64_t staging_bytes() const noexcept;
+
   /// Writes `{model_state_save_dir}/{file_prefix}_model_{index}.{file_ext}` (the raw module state
   /// dict; `.safetensors` in that format with `model_format` safetensors) when `checkpoint` is on
-  /// and `model_state_save_dir` is not empty. No period rule.
+  /// and `model_state_save_dir` is not empty. No period rule. With `async`, waits for the save in
+  /// flight first (as wait()) and then writes synchronously.
   std::optional<std::filesystem::path> save_model(const StateDict& model_state,
                                                   int64_t index) override;
 
@@ -226,11 +263,13 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// Otherwise the newest checkpoint (list_checkpoints) that verifies and loads: each newer file
   /// that does not is skipped with a warning saying why; if none loads, CheckpointError listing
   /// them. Every file is verified before use (see ckpt::verify_file). Tensors load onto the CPU.
+  /// With `async`, waits for the save in flight first (as wait()).
   Checkpoint load() override;
 
   /// load() without restoring: the same choice of file and the same verification (checksums,
   /// structure, format version), without unpickling. Returns the file load() would resume from,
-  /// or an empty path where load() would start fresh. Throws where load() would.
+  /// or an empty path where load() would start fresh. Throws where load() would. With `async`,
+  /// waits for the save in flight first (as wait()).
   std::filesystem::path check();
 
   /// One checkpoint of the best pool.
@@ -249,8 +288,14 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   // The file to resume from (empty: start fresh), found by `accept`, which throws to reject.
   template <class Accept>
   std::filesystem::path choose(Accept&& accept);
-  // Pre-flight, durable write, latest pointer, retention.
+  // Pre-flight, durable write, latest pointer, retention: every resumable save, in the
+  // foreground or in the background thread, goes through it.
   std::filesystem::path write_resumable(const Checkpoint& checkpoint, const CheckpointName& name);
+  // write_resumable now, or (async) snapshot and queue it. Returns the final path.
+  std::filesystem::path write_or_submit(const Checkpoint& checkpoint, const CheckpointName& name);
+
+  // The staging memory, the background thread and the save in flight (async only).
+  struct Background;
   void preflight(const Checkpoint& checkpoint, const std::filesystem::path& path,
                  bool may_prune);
   // Deletes our resumable checkpoints beyond the newest `keep` that verify.
@@ -268,7 +313,9 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   double last_save_seconds_ = 0;  // train_seconds at the latest write
   std::vector<Best> best_;
   // Files known to verify: path -> (size, mtime) when verified.
+  // Used only by write_resumable (so by the background thread when async).
   std::map<std::filesystem::path, std::pair<uintmax_t, int64_t>> verified_;
+  std::unique_ptr<Background> background_;  // last: its thread uses the members above
 };
 
 }  // namespace ckpt

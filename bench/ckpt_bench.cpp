@@ -1,0 +1,610 @@
+// ckpt_bench: ckpt's saves and loads against the physical reference (write + fsync, read) and
+// against LibTorch's and Python's torch.save / torch.load, on the same state, in the same run.
+//
+//   build/bench/ckpt_bench                      # 64 MB and 512 MB, 5 runs each (a few minutes)
+//   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
+//
+// Every mode runs in its own child process (this executable re-invoked with --child), so that its
+// peak resident memory (getrusage of the child) is its own. Rows are medians over --reps runs.
+
+#include <ckpt/checkpoint.h>
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/default_checkpointer.h>
+#include <ckpt/logger.h>
+#include <ckpt/optimizer_state.h>
+#include <ckpt/serialization.h>
+
+#include <spdlog/spdlog.h>
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+constexpr double kMB = 1024.0 * 1024.0;
+
+[[noreturn]] void die(const std::string& message) {
+  std::cerr << "ckpt_bench: error: " << message << std::endl;
+  std::exit(2);
+}
+
+struct Options {
+  std::vector<int64_t> sizes_mb{64, 512};
+  int reps = 5;
+  fs::path dir = CKPT_BENCH_DEFAULT_DIR;
+  std::string python = CKPT_BENCH_PYTHON;
+  std::vector<int64_t> file_counts{1000, 10000, 100000};
+  bool cold = false;
+  bool skip_python = false;
+};
+
+std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> values;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 0) die("bad value '" + text + "' for " + flag);
+    values.push_back(v);
+  }
+  return values;
+}
+
+void usage() {
+  std::cout
+      << "Usage: ckpt_bench [options]\n"
+         "  --sizes MB,MB       state sizes (module + Adam state), default 64,512\n"
+         "  --reps N            runs per row (median), default 5\n"
+         "  --dir DIR           where files are written (a real disk, not tmpfs); default "
+      << CKPT_BENCH_DEFAULT_DIR
+      << "\n"
+         "  --python PATH       interpreter that imports torch, default "
+      << CKPT_BENCH_PYTHON
+      << "\n"
+         "  --files N,N         directory sizes for get_latest_file, default 1000,10000,100000 "
+         "(empty: skip)\n"
+         "  --cold              evict each file from the page cache before loading it\n"
+         "  --no-python         skip the Python rows\n";
+}
+
+// ---------------------------------------------------------------- the state
+
+// A module state and its Adam state (exp_avg and exp_avg_sq: about 3x the weights in all), laid
+// out like a small transformer stack: an embedding, `layers` square linear layers with biases, a
+// final norm. The sizes are chosen so that the whole state is about `total_mb`.
+ckpt::Checkpoint make_checkpoint(int64_t total_mb) {
+  torch::manual_seed(0);
+  const int64_t hidden = 1024;
+  const int64_t layer_bytes = 4 * (hidden * hidden + hidden);
+  const int64_t weight_bytes = total_mb * (1 << 20) / 3;
+  const int64_t layers = std::max<int64_t>(1, weight_bytes / layer_bytes - 1);
+  const int64_t rest = std::max<int64_t>(weight_bytes - layers * layer_bytes - 8 * hidden, 0);
+  const int64_t vocab = std::max<int64_t>(1, rest / (4 * hidden));
+
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  params.emplace_back("embedding.weight", torch::randn({vocab, hidden}));
+  for (int64_t i = 0; i < layers; ++i) {
+    const std::string name = "layers." + std::to_string(i) + ".";
+    params.emplace_back(name + "weight", torch::randn({hidden, hidden}));
+    params.emplace_back(name + "bias", torch::randn({hidden}));
+  }
+  params.emplace_back("norm.weight", torch::ones({hidden}));
+  params.emplace_back("norm.bias", torch::zeros({hidden}));
+
+  std::vector<torch::Tensor> leaves;
+  for (auto& [name, tensor] : params) {
+    tensor.set_requires_grad(true);
+    leaves.push_back(tensor);
+  }
+  torch::optim::Adam adam(leaves, torch::optim::AdamOptions(1e-3));
+  for (auto& tensor : leaves) tensor.mutable_grad() = torch::randn_like(tensor);
+  adam.step();
+
+  ckpt::Checkpoint checkpoint;
+  for (auto& [name, tensor] : params) {
+    checkpoint.module_interface_state.insert_or_assign(name, tensor.detach());
+  }
+  c10::impl::GenericList optimizers(c10::AnyType::get());
+  optimizers.push_back(ckpt::optimizer_state(adam).to_ivalue());
+  checkpoint.trainer_state.insert_or_assign("last_epoch", int64_t{3});
+  checkpoint.trainer_state.insert_or_assign("optimizers", optimizers);
+  checkpoint.trainer_backend_state.insert_or_assign("global_step_completed", int64_t{4000});
+  checkpoint.trainer_backend_state.insert_or_assign("batches_completed", int64_t{1000});
+  return checkpoint;
+}
+
+void collect_tensors(const c10::IValue& value, std::vector<torch::Tensor>& out) {
+  if (value.isTensor()) {
+    out.push_back(value.toTensor());
+  } else if (value.isGenericDict()) {
+    for (const auto& item : value.toGenericDict()) collect_tensors(item.value(), out);
+  } else if (value.isList()) {
+    for (const auto& item : value.toListRef()) collect_tensors(item, out);
+  } else if (value.isTuple()) {
+    for (const auto& item : value.toTupleRef().elements()) collect_tensors(item, out);
+  }
+}
+
+std::vector<torch::Tensor> tensors_of(const ckpt::Checkpoint& checkpoint) {
+  std::vector<torch::Tensor> out;
+  collect_tensors(checkpoint.module_interface_state.to_ivalue(), out);
+  collect_tensors(checkpoint.trainer_state.to_ivalue(), out);
+  collect_tensors(checkpoint.trainer_backend_state.to_ivalue(), out);
+  return out;
+}
+
+uint64_t tensor_bytes(const std::vector<torch::Tensor>& tensors) {
+  uint64_t bytes = 0;
+  for (const auto& t : tensors) bytes += t.storage().nbytes();
+  return bytes;
+}
+
+// ---------------------------------------------------------------- the child modes
+
+void fsync_path(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) die("fsync of " + path.string() + ": " + std::strerror(errno));
+  ::close(fd);
+}
+
+void evict(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("cannot open " + path.string());
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+void print_result(const std::string& name, const std::vector<double>& times) {
+  std::cout << "RESULT " << name;
+  for (double t : times) std::cout << ' ' << t;
+  std::cout << std::endl;
+}
+
+// The physical reference: the same tensor bytes written with write(2) from their own memory into
+// one new file, then fsync.
+void plain_write(const std::vector<torch::Tensor>& tensors, const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) die("cannot create " + path.string() + ": " + std::strerror(errno));
+  for (const auto& t : tensors) {
+    const char* p = static_cast<const char*>(t.storage().data());
+    std::size_t left = t.storage().nbytes();
+    while (left > 0) {
+      const ssize_t n = ::write(fd, p, left);
+      if (n < 0) die("write to " + path.string() + ": " + std::strerror(errno));
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  }
+  if (::fsync(fd) != 0) die("fsync of " + path.string() + ": " + std::strerror(errno));
+  ::close(fd);
+}
+
+uint64_t plain_read(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("cannot open " + path.string());
+  struct stat st {};
+  ::fstat(fd, &st);
+  std::unique_ptr<char, void (*)(void*)> buffer(
+      static_cast<char*>(std::aligned_alloc(64, (st.st_size + 64) / 64 * 64)), &std::free);
+  uint64_t done = 0;
+  while (done < static_cast<uint64_t>(st.st_size)) {
+    const ssize_t n = ::read(fd, buffer.get() + done, st.st_size - done);
+    if (n <= 0) die("read of " + path.string() + " failed");
+    done += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  return done;
+}
+
+ckpt::DefaultCheckpointerArguments checkpointer_args(const fs::path& dir, bool async) {
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = dir;
+  args.model_state_save_dir.clear();
+  args.log_level = "warning";
+  args.async = async;
+  return args;
+}
+
+int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path& dir, bool cold) {
+  std::vector<double> times;
+  auto timed = [&](auto&& body) {
+    const auto start = Clock::now();
+    body();
+    times.push_back(seconds_since(start));
+  };
+  const fs::path ckpt_file = dir / "ckpt" / "model_0.pt";
+  const fs::path torch_file = dir / "torch_save.pt";
+
+  if (mode == "ckpt_load" || mode == "torch_load" || mode == "read") {
+    const fs::path file = mode == "torch_load" ? torch_file : ckpt_file;
+    for (int i = 0; i < reps; ++i) {
+      if (cold) evict(file);
+      if (mode == "ckpt_load") {
+        timed([&] { ckpt::load_checkpoint_file(file); });  // verifies every checksum first
+      } else if (mode == "torch_load") {
+        timed([&] {
+          std::vector<torch::Tensor> tensors;
+          torch::load(tensors, file.string());
+        });
+      } else {
+        timed([&] { plain_read(file); });
+      }
+    }
+    print_result(mode, times);
+    return 0;
+  }
+
+  const ckpt::Checkpoint checkpoint = make_checkpoint(size_mb);
+  const std::vector<torch::Tensor> tensors = tensors_of(checkpoint);
+  if (mode == "plain_write") {
+    const fs::path file = dir / "plain.bin";
+    for (int i = 0; i < reps; ++i) {
+      timed([&] { plain_write(tensors, file); });
+      fs::remove(file);
+    }
+  } else if (mode == "torch_save") {
+    for (int i = 0; i < reps; ++i) {
+      fs::remove(torch_file);
+      timed([&] {
+        torch::save(tensors, torch_file.string());
+        fsync_path(torch_file);
+      });
+    }
+  } else if (mode == "ckpt_save") {
+    ckpt::DefaultCheckpointer checkpointer(checkpointer_args(dir / "ckpt", false));
+    for (int i = reps - 1; i >= 0; --i) {  // ends with model_0.pt, which the load rows read
+      const fs::path file = dir / "ckpt" / ("model_" + std::to_string(i) + ".pt");
+      fs::remove(file);  // every row writes a new file, none replaces one
+      timed([&] { checkpointer.save(checkpoint, i); });
+      if (i > 0) fs::remove(file);
+    }
+  } else if (mode == "ckpt_async") {
+    // One more save than asked: the first allocates the staging memory, later ones reuse it.
+    std::vector<double> durable;
+    std::vector<double> first;
+    ckpt::DefaultCheckpointer checkpointer(checkpointer_args(dir / "async", true));
+    for (int i = 0; i <= reps; ++i) {
+      const auto start = Clock::now();
+      checkpointer.save(checkpoint, i);
+      const double blocked = seconds_since(start);
+      checkpointer.wait();
+      const double until_durable = seconds_since(start);
+      if (i == 0) {
+        first = {blocked, until_durable};
+      } else {
+        times.push_back(blocked);
+        durable.push_back(until_durable);
+      }
+      fs::remove(dir / "async" / ("model_" + std::to_string(i) + ".pt"));
+    }
+    print_result("ckpt_async_blocked", times);
+    print_result("ckpt_async_durable", durable);
+    print_result("ckpt_async_first", first);
+    return 0;
+  } else if (mode == "state_bytes") {
+    times.push_back(static_cast<double>(tensor_bytes(tensors)));
+    times.push_back(static_cast<double>(tensors.size()));
+  } else {
+    die("unknown mode " + mode);
+  }
+  print_result(mode, times);
+  return 0;
+}
+
+// ---------------------------------------------------------------- the parent
+
+struct ChildResult {
+  std::map<std::string, std::vector<double>> results;
+  double peak_rss_mb = 0;
+};
+
+std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
+
+// Runs argv with its stdout captured; its peak RSS from wait4.
+ChildResult spawn(const std::vector<std::string>& argv) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) die("pipe failed");
+  const pid_t pid = ::fork();
+  if (pid < 0) die("fork failed");
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], STDOUT_FILENO);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::perror("execv");
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  std::string output;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0) output.append(buffer, n);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  std::string command;
+  for (const auto& a : argv) command += a + " ";
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    die("child failed (status " + std::to_string(status) + "): " + command + "\n" + output);
+  }
+  ChildResult result;
+  result.peak_rss_mb = usage.ru_maxrss / 1024.0;  // kilobytes on Linux
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string tag, name;
+    words >> tag >> name;
+    if (tag != "RESULT") continue;
+    double v;
+    while (words >> v) result.results[name].push_back(v);
+  }
+  if (result.results.empty()) die("no result from: " + command + "\n" + output);
+  return result;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct Row {
+  std::string name;
+  double seconds;
+  double peak_rss_mb;
+};
+
+void print_table(int64_t size_mb, uint64_t bytes, int64_t tensor_count, int reps, bool cold,
+                 const std::vector<Row>& rows, const std::map<std::string, double>& t) {
+  const double mb = bytes / kMB;
+  std::printf("\n### %lld MB state: %.1f MB in %lld tensors (module + Adam), median of %d runs%s\n\n",
+              static_cast<long long>(size_mb), mb, static_cast<long long>(tensor_count), reps,
+              cold ? ", loads from a cold page cache" : "");
+  std::printf("| %-38s | %9s | %8s | %7s | %9s |\n", "mode", "time", "MB/s", "vs ref", "peak RSS");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(40, '-').c_str(), std::string(10, '-').c_str(),
+              std::string(9, '-').c_str(), std::string(8, '-').c_str(),
+              std::string(10, '-').c_str());
+  for (const auto& row : rows) {
+    if (row.name.empty()) continue;
+    const bool load = row.name.find("load") != std::string::npos ||
+                      row.name.find("read") != std::string::npos;
+    const double ref = load ? t.at("read") : t.at("plain_write");
+    std::printf("| %-38s | %7.3f s | %8.0f | %6.2fx | %6.0f MB |\n", row.name.c_str(), row.seconds,
+                mb / row.seconds, ref / row.seconds, row.peak_rss_mb);
+  }
+  std::printf("\n(vs ref: throughput relative to the plain write+fsync row for saves, to the plain "
+              "read row for loads.)\n\nTargets:\n");
+  auto check = [](const char* what, double value, double target, bool at_least) {
+    const bool met = at_least ? value >= target : value <= target;
+    std::printf("- %-62s %6.2f%s (target %s %.2f%s): %s\n", what, value,
+                at_least ? "x" : "", at_least ? ">=" : "<=", target, at_least ? "x" : "",
+                met ? "met" : "NOT MET");
+  };
+  check("ckpt durable save throughput / plain write+fsync", t.at("plain_write") / t.at("ckpt_save"),
+        0.9, true);
+  check("torch::save+fsync time / ckpt save time", t.at("torch_save") / t.at("ckpt_save"), 1.3,
+        true);
+  if (t.count("py_save")) {
+    check("Python torch.save+fsync time / ckpt save time", t.at("py_save") / t.at("ckpt_save"),
+          1.3, true);
+  }
+  if (t.count("py_load")) {
+    check("Python torch.load time / ckpt load (verified) time", t.at("py_load") / t.at("ckpt_load"),
+          1.0, true);
+  }
+  check("async blocked time / sync durable save time",
+        t.at("ckpt_async_blocked") / t.at("ckpt_save"), 0.10, false);
+}
+
+void bench_size(const Options& options, int64_t size_mb) {
+  const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string exe = self_exe();
+  // One child process per mode and run, the runs interleaved (run 1 of every mode, then run 2,
+  // ...), so that a disk that slows down for a while slows every row alike.
+  auto child = [&](const std::string& mode) {
+    return spawn({exe, "--child", mode, "--size", std::to_string(size_mb), "--reps", "1", "--dir",
+                  dir.string(), options.cold ? "--cold" : "--warm"});
+  };
+  const std::string script = CKPT_BENCH_SCRIPT;
+  std::map<std::string, std::vector<double>> runs;
+  std::map<std::string, double> rss;  // the largest peak of any run of the mode
+  auto record = [&](const ChildResult& r) {
+    for (const auto& [name, values] : r.results) {
+      runs[name].insert(runs[name].end(), values.begin(), values.end());
+      rss[name] = std::max(rss[name], r.peak_rss_mb);
+    }
+  };
+  const auto shape = child("state_bytes");
+  const auto& sb = shape.results.at("state_bytes");
+  std::fprintf(stderr, "state %lld MB: %.1f MB in %.0f tensors\n", static_cast<long long>(size_mb),
+               sb[0] / kMB, sb[1]);
+  for (int run = 0; run < options.reps; ++run) {
+    std::fprintf(stderr, "  run %d/%d:", run + 1, options.reps);
+    for (const char* mode : {"plain_write", "ckpt_save", "torch_save", "ckpt_async"}) {
+      std::fprintf(stderr, " %s", mode);
+      record(child(mode));
+    }
+    if (!options.skip_python) {
+      std::fprintf(stderr, " py_save");
+      record(spawn({options.python, script, "save", (dir / "ckpt" / "model_0.pt").string(),
+                    (dir / "py_save.pt").string(), "1"}));
+    }
+    for (const char* mode : {"read", "ckpt_load", "torch_load"}) {
+      std::fprintf(stderr, " %s", mode);
+      record(child(mode));
+    }
+    if (!options.skip_python) {
+      std::fprintf(stderr, " py_load");
+      std::vector<std::string> argv{options.python, script, "load", (dir / "py_save.pt").string(),
+                                    "1"};
+      if (options.cold) argv.push_back("cold");
+      record(spawn(argv));
+    }
+    std::fprintf(stderr, "\n");
+  }
+  std::map<std::string, double> t;
+  for (const auto& [name, values] : runs) t[name] = median(values);
+  auto row = [&](const std::string& label, const std::string& key) {
+    return t.count(key) ? Row{label, t.at(key), rss.at(key)} : Row{};
+  };
+  const std::vector<Row> rows{
+      row("plain write + fsync (reference)", "plain_write"),
+      row("ckpt DefaultCheckpointer::save (durable)", "ckpt_save"),
+      row("torch::save + fsync (LibTorch)", "torch_save"),
+      row("Python torch.save + fsync", "py_save"),
+      row("ckpt async save: blocked in save()", "ckpt_async_blocked"),
+      row("ckpt async save: until durable", "ckpt_async_durable"),
+      row("plain read (reference)", "read"),
+      row("ckpt load (verified)", "ckpt_load"),
+      row("torch::load (LibTorch)", "torch_load"),
+      row("Python torch.load", "py_load"),
+  };
+  print_table(size_mb, static_cast<uint64_t>(sb[0]), static_cast<int64_t>(sb[1]), options.reps,
+              options.cold, rows, t);
+  if (runs.count("ckpt_async_first")) {  // {blocked, until durable} of each first save
+    std::vector<double> blocked, durable;
+    const auto& first = runs.at("ckpt_async_first");
+    for (std::size_t i = 0; i + 1 < first.size(); i += 2) {
+      blocked.push_back(first[i]);
+      durable.push_back(first[i + 1]);
+    }
+    std::printf("\n(async rows: the second save of a checkpointer, which reuses the staging memory; "
+                "the first, which allocates it, blocked %.3f s and was durable after %.3f s)\n",
+                median(blocked), median(durable));
+  }
+  std::fflush(stdout);
+  fs::remove_all(dir);
+}
+
+void bench_latest(const Options& options) {
+  if (options.file_counts.empty()) return;
+  std::printf("\n### get_latest_file over one directory, median of %d runs\n\n", options.reps);
+  std::printf("| %-10s | %10s | %14s | %10s |\n", "files", "time", "per file", "vs 1st");
+  std::printf("|------------|------------|----------------|------------|\n");
+  double first_per_file = 0;
+  for (const int64_t count : options.file_counts) {
+    const fs::path dir = options.dir / ("latest_" + std::to_string(count));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    for (int64_t i = 0; i < count; ++i) {
+      const fs::path file = dir / ("model_" + std::to_string(i) + ".pt");
+      const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) die("cannot create " + file.string());
+      ::close(fd);
+    }
+    std::vector<double> times;
+    for (int r = 0; r < options.reps; ++r) {
+      const auto start = Clock::now();
+      const fs::path latest = ckpt::get_latest_file(dir);
+      times.push_back(seconds_since(start));
+      if (latest.filename() != "model_" + std::to_string(count - 1) + ".pt") {
+        die("get_latest_file returned " + latest.string());
+      }
+    }
+    const double seconds = median(times);
+    const double per_file = seconds / static_cast<double>(count);
+    if (first_per_file == 0) first_per_file = per_file;
+    std::printf("| %10lld | %8.4f s | %11.3f us | %9.2fx |\n", static_cast<long long>(count),
+                seconds, per_file * 1e6, per_file / first_per_file);
+    std::fflush(stdout);
+    fs::remove_all(dir);
+  }
+  std::printf("\n(vs 1st: time per file relative to the smallest directory; linear growth keeps "
+              "it near 1.)\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  std::string child_mode;
+  int64_t child_size = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value for " + arg);
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      usage();
+      return 0;
+    } else if (arg == "--sizes") {
+      options.sizes_mb = parse_list(value(), arg);
+    } else if (arg == "--reps") {
+      options.reps = static_cast<int>(parse_list(value(), arg).at(0));
+      if (options.reps < 1) die("--reps must be >= 1");
+    } else if (arg == "--dir") {
+      options.dir = value();
+    } else if (arg == "--python") {
+      options.python = value();
+    } else if (arg == "--files") {
+      const std::string v = value();
+      options.file_counts = v.empty() ? std::vector<int64_t>{} : parse_list(v, arg);
+    } else if (arg == "--cold") {
+      options.cold = true;
+    } else if (arg == "--warm") {
+      options.cold = false;
+    } else if (arg == "--no-python") {
+      options.skip_python = true;
+    } else if (arg == "--child") {
+      child_mode = value();
+    } else if (arg == "--size") {
+      child_size = parse_list(value(), arg).at(0);
+    } else {
+      die("unknown argument " + arg + " (--help lists them)");
+    }
+  }
+  try {
+    if (!child_mode.empty()) {
+      return run_child(child_mode, child_size, options.reps, options.dir, options.cold);
+    }
+    if (!options.skip_python &&
+        std::system(("'" + options.python + "' -c 'import torch' 2>/dev/null").c_str()) != 0) {
+      die("'" + options.python +
+          "' cannot import torch: pass --python with an interpreter that does (Debian's "
+          "/usr/bin/python3 with python3-torch), or --no-python");
+    }
+    fs::create_directories(options.dir);
+    std::printf("ckpt_bench: files in %s, %ld CPUs\n", options.dir.c_str(),
+                ::sysconf(_SC_NPROCESSORS_ONLN));
+    for (const int64_t size : options.sizes_mb) bench_size(options, size);
+    bench_latest(options);
+    return 0;
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+}
