@@ -190,6 +190,18 @@ uint64_t estimate_bytes(const Checkpoint& checkpoint) {
   return bytes;
 }
 
+// What a save writes of `checkpoint`: all of it, or with save_weights_only the module state (and
+// the hyperparameters and metadata that describe it) alone.
+Checkpoint as_written(const Checkpoint& checkpoint, const DefaultCheckpointerArguments& args) {
+  Checkpoint written = checkpoint;
+  if (args.save_weights_only) {
+    written.trainer_state = {};
+    written.trainer_backend_state = {};
+    written.registered_state = {};
+  }
+  return written;
+}
+
 // Modification time in nanoseconds, or -1 if it cannot be read.
 int64_t mtime_ns(const std::filesystem::path& path) {
   struct stat st {};
@@ -881,12 +893,7 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_step(
 std::filesystem::path DefaultCheckpointer::write_resumable(const Checkpoint& checkpoint,
                                                            const CheckpointName& name) {
   ensure_directory(*storage_, args_.save_dir);
-  Checkpoint written = checkpoint;
-  if (args_.save_weights_only) {
-    written.trainer_state = {};
-    written.trainer_backend_state = {};
-    written.registered_state = {};
-  }
+  Checkpoint written = as_written(checkpoint, args_);
   const auto path = args_.save_dir / name.file_name(args_.file_prefix, args_.file_ext);
   preflight(written, path, /*may_prune=*/true);
   const auto start = Clock::now();
@@ -1033,12 +1040,7 @@ void DefaultCheckpointer::consider_best(const Checkpoint& checkpoint, int64_t in
   const auto k = static_cast<size_t>(args_.save_top_k);
   if (best_.size() >= k && !better(*score, best_.back().score)) return;  // ties: the earlier stays
 
-  Checkpoint written = checkpoint;
-  if (args_.save_weights_only) {
-    written.trainer_state = {};
-    written.trainer_backend_state = {};
-    written.registered_state = {};
-  }
+  Checkpoint written = as_written(checkpoint, args_);
   StateDict best;
   best.insert_or_assign("monitor", args_.monitor);
   best.insert_or_assign("mode", args_.mode);

@@ -193,8 +193,19 @@ BOOST_AUTO_TEST_CASE(async_saves_write_the_same_files_as_synchronous_ones) {
   BOOST_REQUIRE(files_in(dir / "async") == files_in(dir / "sync"));
   for (const auto& name : files_in(dir / "sync")) {
     BOOST_TEST_CONTEXT(name) {
-      ckpt::verify_file(dir / "async" / name);
-      BOOST_CHECK(read_text(dir / "async" / name) == read_text(dir / "sync" / name));
+      if (name == "model_latest" || name.rfind("model_model_", 0) == 0) {
+        // The pointer, and the weights file (no stored options): byte for byte.
+        BOOST_CHECK(read_text(dir / "async" / name) == read_text(dir / "sync" / name));
+        continue;
+      }
+      // Checkpoints store the options, which differ in chkp.async and the directories: the rest
+      // is the same.
+      auto a = ckpt::load_checkpoint_file(dir / "async" / name);
+      auto b = ckpt::load_checkpoint_file(dir / "sync" / name);
+      BOOST_CHECK(a.hyperparameters.at("chkp.async").toBool());
+      BOOST_CHECK(!b.hyperparameters.at("chkp.async").toBool());
+      a.hyperparameters = b.hyperparameters = {};
+      BOOST_CHECK(a == b);
     }
   }
 }
