@@ -162,6 +162,28 @@ BOOST_AUTO_TEST_CASE(stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run_
       ckpt::deep_equal(a.trainer_backend_state.to_ivalue(), b.trainer_backend_state.to_ivalue()));
 }
 
+BOOST_AUTO_TEST_CASE(with_async_saves_and_a_step_trigger_the_resume_is_still_bitwise) {
+  TempDir straight_dir, split_dir;
+  Trainer(std::make_shared<SingleProcess>(), make_module(1), args_in(straight_dir.path(), 3))
+      .train();
+  auto args = args_in(split_dir.path(), 3);
+  args.checkpointer_args.async = true;
+  args.checkpointer_args.every_n_train_steps = 5;
+  args.checkpointer_args.keep_last_n = 2;
+  StopAt stop(33);  // batch 10 of epoch 1: a forced step save, in the background
+  const TrainResult first = Trainer(std::make_shared<SingleProcess>(), make_module(1), args)
+                                .train(stop.progress(), stop.stop());
+  BOOST_REQUIRE(first.stopped);
+  BOOST_CHECK((matching(split_dir.path(), "model_[0-9]+(_step_[0-9]+)?\\.pt") ==
+               std::vector<std::string>{"model_1_step_30.pt", "model_1_step_33.pt"}));
+  BOOST_CHECK_EQUAL(read_text(split_dir / "model_latest"), "model_1_step_33.pt\n");
+  Trainer(std::make_shared<SingleProcess>(), make_module(12345), args).train();
+  const auto a = ckpt::load_checkpoint_file(straight_dir / "model_2.pt");
+  const auto b = ckpt::load_checkpoint_file(split_dir / "model_2.pt");
+  check_states_equal(a.module_interface_state, b.module_interface_state);
+  BOOST_CHECK(ckpt::deep_equal(a.trainer_state.to_ivalue(), b.trainer_state.to_ivalue()));
+}
+
 BOOST_AUTO_TEST_CASE(step_trigger_writes_mid_epoch_checkpoints_and_none_at_an_epoch_end) {
   TempDir dir;
   auto args = args_in(dir.path(), 2);  // 46 steps; epochs end at 23 and 46
