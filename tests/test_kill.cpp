@@ -131,8 +131,8 @@ BOOST_AUTO_TEST_CASE(sigkill_at_random_moments_never_loses_a_checkpoint) {
   std::cout << "kill test: " << kills << " kills, " << verified << " checkpoints verified, "
             << resumes << " resumes, " << temporaries_seen << " leftover temporaries removed, "
             << "newest step " << previous_newest << ", " << seconds << " s" << std::endl;
-  BOOST_TEST(kills >= 100);
-  BOOST_TEST(resumes >= 80);
+  BOOST_TEST(kills >= rounds * 10 / 11);   // 100 for 110 rounds
+  BOOST_TEST(resumes >= rounds * 8 / 11);  // 80 for 110 rounds
   // The saves made real progress between kills (about 270 steps in a normal build, about 100 under
   // ASan, where each start-up takes seconds but the kill window after it is the same).
   BOOST_TEST(previous_newest >= rounds * 5 / 11);  // 50 for 110 rounds
