@@ -1,0 +1,108 @@
+#pragma once
+
+#include <ckpt/abstract_checkpointer.h>
+#include <ckpt/checkpoint.h>
+#include <ckpt/state_dict.h>
+
+#include <c10/util/intrusive_ptr.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace c10d {
+class ProcessGroup;
+}  // namespace c10d
+
+namespace ckpt {
+
+/// Options of DistributedCheckpointer.
+struct DistributedCheckpointerOptions {
+  /// How long a rank waits for the others in one checkpoint operation (e.g. for rank 0 to finish
+  /// writing) before it gives up with a CheckpointError that says so. Default: 300 s.
+  std::chrono::milliseconds timeout{std::chrono::seconds(300)};
+};
+
+/// Checkpointing for data-parallel training: wraps the checkpointer of rank 0 so that every rank
+/// of a c10d process group (e.g. `c10d::ProcessGroupGloo`) takes part in each save and load, and
+/// only rank 0 touches storage.
+///
+/// - The inner checkpointer is constructed on rank 0 only (`make_inner`), so deletion
+///   (`delete_existing_checkpoints`), retention and discovery happen there once, never racing.
+/// - save/save_step: every rank passes its own Checkpoint. Rank 0 writes its own, whose
+///   `trainer_backend_state` also holds every rank's `trainer_backend_state`, in rank order, as
+///   the list `ckpt_rank_states` (per-rank state such as the random generator and the data
+///   position), and `ckpt_metadata.world_size`. The replicated parts (module, trainer, registered
+///   state, hyperparameters) are taken from rank 0. Every rank returns only once rank 0's save is
+///   durable (an asynchronous inner checkpointer is waited for), with the path rank 0 wrote.
+/// - A failure on rank 0 is thrown on every rank as a CheckpointError carrying rank 0's reason; a
+///   rank that gets no answer within `options.timeout` (rank 0 stuck, or gone) throws one that
+///   says so. No rank waits forever.
+/// - load: rank 0 loads (inner `load()`), and every rank gets the same checkpoint, with its own
+///   rank's entry of `ckpt_rank_states` as its `trainer_backend_state`. When the checkpoint was
+///   written by a different number of ranks (or by a single process without the list), a warning
+///   is logged and every rank gets rank 0's `trainer_backend_state` with the key
+///   `ckpt_saved_world_size` added: the backend must re-derive its per-rank state from it.
+/// - step_due is decided by rank 0 and shared, so all ranks agree on when to save.
+///
+/// Every member function is a collective: all ranks must call it, in the same order, like any
+/// c10d collective. The checkpoint travels from rank 0 to the others through the process group
+/// at load time (one broadcast of the serialized checkpoint).
+///
+///   auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
+///   auto checkpointer = std::make_shared<ckpt::DistributedCheckpointer>(group, [&] {
+///     return std::make_shared<ckpt::DefaultCheckpointer>(args);  // runs on rank 0 only
+///   });
+///   Trainer trainer(backend, module, trainer_args, checkpointer);
+///
+/// Thread safety: one thread at a time, and that thread must not run other collectives on the
+/// same process group concurrently.
+class DistributedCheckpointer final : public AbstractCheckpointer {
+ public:
+  using Factory = std::function<std::shared_ptr<AbstractCheckpointer>()>;
+
+  /// Collective. Calls `make_inner` on rank 0 (other ranks never call it). If it throws or
+  /// returns null, every rank throws a CheckpointError with rank 0's reason. Throws
+  /// std::invalid_argument for a null group or a non-positive timeout.
+  DistributedCheckpointer(c10::intrusive_ptr<c10d::ProcessGroup> group, const Factory& make_inner,
+                          DistributedCheckpointerOptions options = {});
+  ~DistributedCheckpointer() override;
+
+  std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
+                                            bool force = false) override;
+  /// Rank 0 saves its `model_state`; the other ranks' are not used (they are replicas).
+  std::optional<std::filesystem::path> save_model(const StateDict& model_state,
+                                                  int64_t index) override;
+  bool step_due(const TrainingProgress& progress) override;
+  std::optional<std::filesystem::path> save_step(const Checkpoint& checkpoint,
+                                                 const TrainingProgress& progress,
+                                                 bool force = false) override;
+  Checkpoint load() override;
+  void wait() override;
+
+  int rank() const noexcept { return rank_; }
+  int world_size() const noexcept { return world_size_; }
+  /// The inner checkpointer on rank 0; null on every other rank.
+  AbstractCheckpointer* inner() const noexcept { return inner_.get(); }
+
+ private:
+  // Runs `on_rank0` on rank 0 and shares its outcome: its bytes on success, or its error, which
+  // every rank then throws. `what` names the operation in errors.
+  std::string agree(const std::string& what, const std::function<std::string()>& on_rank0);
+  std::optional<std::filesystem::path> save_gathered(
+      const std::string& what, const Checkpoint& checkpoint,
+      const std::function<std::optional<std::filesystem::path>(const Checkpoint&)>& write);
+
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  DistributedCheckpointerOptions options_;
+  int rank_ = 0;
+  int world_size_ = 1;
+  std::shared_ptr<AbstractCheckpointer> inner_;
+  int64_t operation_ = 0;  // collectives so far, for error messages
+};
+
+}  // namespace ckpt
