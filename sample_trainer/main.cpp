@@ -5,14 +5,18 @@
 // SIGTERM/SIGINT after saving the position (with --chkp.save_on_signal, the default).
 
 #include <sample_trainer/digits_module.h>
+#include <sample_trainer/distributed.h>
+#include <sample_trainer/distributed_data_parallel.h>
 #include <sample_trainer/single_process.h>
 #include <sample_trainer/trainer.h>
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/default_checkpointer.h>
+#include <ckpt/distributed_checkpointer.h>
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/program_options.hpp>
@@ -21,6 +25,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <cstdio>
@@ -131,12 +137,34 @@ ProgressCallback progress_bar() {
   };
 }
 
+// What a rank needs beyond the single-process program: its process group, the data-parallel
+// backend, and a checkpointer that lets rank 0 alone touch the files.
+struct Distributed {
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::shared_ptr<DistributedDataParallel> backend;
+  std::shared_ptr<ckpt::DistributedCheckpointer> checkpointer;
+};
+
+Distributed join(const DistArguments& dist, const TrainerArguments& args) {
+  Distributed d;
+  d.group = init_process_group(dist);
+  d.backend = std::make_shared<DistributedDataParallel>(d.group);
+  ckpt::DistributedCheckpointerOptions options;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(dist.timeout * 1000));
+  d.checkpointer = std::make_shared<ckpt::DistributedCheckpointer>(
+      d.group,
+      [&args] { return std::make_shared<ckpt::DefaultCheckpointer>(args.checkpointer_args); },
+      options);
+  return d;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   configure_logging();
 
   TrainerArguments args;
+  DistArguments dist;
   std::string data_path;
   po::options_description general("General options");
   general.add_options()("help,h", "show this help and exit")(
@@ -150,7 +178,8 @@ int main(int argc, char** argv) {
       "digits CSV, gzip or plain: 64 pixels 0..16 then the label, per line");
   file_options.add(data)
       .add(trainer_options(args))
-      .add(ckpt::default_checkpointer_options(args.checkpointer_args));
+      .add(ckpt::default_checkpointer_options(args.checkpointer_args))
+      .add(dist_options(dist));
   po::options_description command_line;
   command_line.add(general).add(file_options);
 
@@ -185,6 +214,12 @@ int main(int argc, char** argv) {
     po::notify(vm);
     validate_arguments(args, file_options);
     try {
+      dist.resolve_environment();
+      dist.validate();
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(with_flag(e.what(), "dist", file_options));
+    }
+    try {
       digits = load_digits(data_path);
     } catch (const std::exception& e) {
       throw UsageError(std::string(e.what()) + " (--data)");
@@ -197,6 +232,16 @@ int main(int argc, char** argv) {
     return fail(kExitUsage, what_of(e));
   }
 
+  if (dist.nproc > 0) {
+    // The ranks report their own errors; the launcher gives them the timeout to do so.
+    return launch(dist, without_nproc(argc, argv), dist.timeout + 5);
+  }
+  if (dist.distributed()) {
+    spdlog::default_logger()->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n rank " +
+                                          std::to_string(*dist.rank) + "] [%l] %v");
+  }
+
+  Distributed distributed;
   try {
     // Bitwise reproducible across processes: one intra-op thread, everything seeded.
     at::set_num_threads(1);
@@ -208,11 +253,25 @@ int main(int argc, char** argv) {
         "seed={}",
         data_path, examples, module->train_size(), module->val_size(), args.epochs, args.batch_size,
         args.lr, args.seed);
-    Trainer trainer(std::make_shared<SingleProcess>(), module, args);
-    const ProgressCallback progress = isatty(STDERR_FILENO) ? progress_bar() : ProgressCallback{};
-    const std::function<bool()> stop_requested = args.checkpointer_args.save_on_signal
-                                                     ? install_stop_signal_handlers()
-                                                     : std::function<bool()>{};
+    std::shared_ptr<TrainerBackend> backend = std::make_shared<SingleProcess>();
+    std::shared_ptr<ckpt::AbstractCheckpointer> checkpointer;  // the Trainer's default
+    if (dist.distributed()) {
+      distributed = join(dist, args);
+      backend = distributed.backend;
+      checkpointer = distributed.checkpointer;
+    }
+    Trainer trainer(backend, module, args, checkpointer);
+    const bool draw = isatty(STDERR_FILENO) && dist.rank.value_or(0) == 0;
+    const ProgressCallback progress = draw ? progress_bar() : ProgressCallback{};
+    std::function<bool()> stop_requested = args.checkpointer_args.save_on_signal
+                                               ? install_stop_signal_handlers()
+                                               : std::function<bool()>{};
+    if (distributed.backend) {
+      // A signal may reach only some ranks, or reach them at different steps: all stop together.
+      stop_requested = [local = stop_requested, ddp = distributed.backend] {
+        return ddp->any_rank(local && local());
+      };
+    }
     const TrainResult result = trainer.train(progress, stop_requested);
     if (result.stopped) {
       std::cerr << "sample_trainer: stopped by " << strsignal(stop_signal())
@@ -222,6 +281,13 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
-    return fail(kExitFailure, what_of(e));
+    const int code = fail(kExitFailure, what_of(e));
+    if (distributed.group) {
+      // The process group's threads may still wait on peers that are gone; don't join them.
+      spdlog::default_logger()->flush();
+      std::fflush(nullptr);
+      std::_Exit(code);
+    }
+    return code;
   }
 }

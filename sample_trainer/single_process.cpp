@@ -17,20 +17,6 @@
 namespace sample_trainer {
 namespace {
 
-// splitmix64's finaliser: nearby (seed, epoch) pairs give unrelated generator seeds.
-uint64_t mix(uint64_t seed, int64_t epoch) {
-  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (static_cast<uint64_t>(epoch) + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-at::Tensor cpu_rng_state() {
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  return generator.get_state();
-}
-
 [[noreturn]] void bad(const std::string& key, const std::string& what) {
   throw ckpt::CheckpointError("trainer_backend_state: '" + key + "' " + what);
 }
@@ -45,6 +31,59 @@ int64_t count_at(const ckpt::StateDict& state, const std::string& key) {
 
 }  // namespace
 
+uint64_t mix_seed(uint64_t seed, int64_t n) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (static_cast<uint64_t>(n) + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+at::Tensor cpu_rng_state() {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+void set_cpu_rng_state(const c10::IValue& rng, const std::string& key) {
+  if (!rng.isTensor()) bad(key, std::string("must be a tensor, got ") + rng.tagKind());
+  const at::Tensor rng_state = rng.toTensor();
+  const at::Tensor current = cpu_rng_state();
+  if (rng_state.scalar_type() != at::kByte || rng_state.dim() != 1 ||
+      rng_state.numel() != current.numel()) {
+    bad(key, "must be a uint8 tensor of shape [" + std::to_string(current.numel()) + "], got " +
+                 std::string(c10::toString(rng_state.scalar_type())) + " " +
+                 c10::str(rng_state.sizes()));
+  }
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  try {
+    generator.set_state(rng_state.contiguous());
+  } catch (const c10::Error& e) {
+    bad(key, std::string("is not a CPU generator state: ") + e.what_without_backtrace());
+  }
+}
+
+ValResult validate_module(ModuleInterface& module, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  module.model().eval();
+  const int64_t size = module.val_size();
+  ValResult result;
+  double loss_sum = 0;
+  for (int64_t begin = 0; begin < size; begin += batch_size) {
+    const at::Tensor indices = at::arange(begin, std::min(size, begin + batch_size), at::kLong);
+    const ValOutput out = module.val_step(module.get_val_batch(indices));
+    loss_sum += out.loss_sum;
+    result.correct += out.correct;
+    result.examples += out.examples;
+  }
+  module.model().train();
+  if (result.examples > 0) {
+    result.loss = loss_sum / static_cast<double>(result.examples);
+    result.accuracy = static_cast<double>(result.correct) / static_cast<double>(result.examples);
+  }
+  return result;
+}
+
 void SingleProcess::init(TrainerBackendArguments args) {
   if (!args.module) throw std::invalid_argument("SingleProcess::init: no module");
   if (args.batch_size < 1) {
@@ -58,7 +97,7 @@ void SingleProcess::init(TrainerBackendArguments args) {
 }
 
 at::Tensor SingleProcess::epoch_order(int64_t size, uint64_t shuffle_seed, int64_t epoch) {
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(mix(shuffle_seed, epoch));
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(mix_seed(shuffle_seed, epoch));
   return at::randperm(size, generator, at::kLong);
 }
 
@@ -112,26 +151,7 @@ std::optional<double> SingleProcess::train_epoch(int64_t epoch, const StepCallba
 
 ValResult SingleProcess::validate() {
   if (!args_.module) throw std::logic_error("SingleProcess::validate before init");
-  ModuleInterface& module = *args_.module;
-  torch::NoGradGuard no_grad;
-  module.model().eval();
-  const int64_t size = module.val_size();
-  ValResult result;
-  double loss_sum = 0;
-  for (int64_t begin = 0; begin < size; begin += args_.batch_size) {
-    const at::Tensor indices =
-        at::arange(begin, std::min(size, begin + args_.batch_size), at::kLong);
-    const ValOutput out = module.val_step(module.get_val_batch(indices));
-    loss_sum += out.loss_sum;
-    result.correct += out.correct;
-    result.examples += out.examples;
-  }
-  module.model().train();
-  if (result.examples > 0) {
-    result.loss = loss_sum / static_cast<double>(result.examples);
-    result.accuracy = static_cast<double>(result.correct) / static_cast<double>(result.examples);
-  }
-  return result;
+  return validate_module(*args_.module, args_.batch_size);
 }
 
 ckpt::StateDict SingleProcess::get_state() const {
@@ -165,6 +185,17 @@ void SingleProcess::update_state(const ckpt::StateDict& state) {
       bad("epoch_loss_sum", "must be a float");
     }
     epoch_loss_sum = state.at("epoch_loss_sum").toDouble();
+    if (state.contains("examples_in_epoch") && epoch_in_progress >= 0) {
+      // Written by the data-parallel backend, whose steps take batch_size examples per rank: the
+      // position in examples is what carries over to one process.
+      const int64_t examples = count_at(state, "examples_in_epoch");
+      if (examples % args_.batch_size != 0) {
+        bad("examples_in_epoch", std::to_string(examples) + " is not a whole number of batches of " +
+                                     std::to_string(args_.batch_size) +
+                                     " (resume with --dist.nproc 1 instead)");
+      }
+      batch_in_epoch = examples / args_.batch_size;
+    }
     if (args_.module && batch_in_epoch >= batches_per_epoch()) {
       bad("batch_in_epoch", std::to_string(batch_in_epoch) + " is not within an epoch of " +
                                 std::to_string(batches_per_epoch()) +
@@ -172,29 +203,10 @@ void SingleProcess::update_state(const ckpt::StateDict& state) {
     }
   }
   if (!state.contains("rng_state")) bad("rng_state", "is missing");
-  const c10::IValue& rng = state.at("rng_state");
-  if (!rng.isTensor()) bad("rng_state", std::string("must be a tensor, got ") + rng.tagKind());
-  const at::Tensor rng_state = rng.toTensor();
-  const at::Tensor current = cpu_rng_state();
-  if (rng_state.scalar_type() != at::kByte || rng_state.dim() != 1 ||
-      rng_state.numel() != current.numel()) {
-    bad("rng_state", "must be a uint8 tensor of shape [" + std::to_string(current.numel()) +
-                         "], got " + std::string(c10::toString(rng_state.scalar_type())) + " " +
-                         c10::str(rng_state.sizes()));
-  }
-
+  set_cpu_rng_state(state.at("rng_state"), "rng_state");  // checks, then sets
   if (static_cast<uint64_t>(shuffle_seed) != args_.seed) {
     spdlog::warn("resuming with the checkpoint's data-order seed {} instead of --trainer.seed {}",
                  shuffle_seed, args_.seed);
-  }
-  {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    try {
-      generator.set_state(rng_state.contiguous());
-    } catch (const c10::Error& e) {
-      bad("rng_state", std::string("is not a CPU generator state: ") + e.what_without_backtrace());
-    }
   }
   global_step_completed_ = global_step_completed;
   batches_completed_ = batches_completed;

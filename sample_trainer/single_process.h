@@ -3,8 +3,22 @@
 #include <sample_trainer/trainer_backend.h>
 
 #include <cstdint>
+#include <string>
 
 namespace sample_trainer {
+
+/// Evaluates `module` on its whole validation set in batches of `batch_size`, in eval mode and
+/// without gradients, and leaves it in training mode. Consumes no randomness.
+ValResult validate_module(ModuleInterface& module, int64_t batch_size);
+
+/// splitmix64's finaliser of (seed, n): nearby pairs give unrelated generator seeds.
+uint64_t mix_seed(uint64_t seed, int64_t n);
+
+/// The global CPU generator's state (a uint8 tensor), and its inverse, which first checks that
+/// `state` (from checkpoint key `key`) is a CPU generator state and throws ckpt::CheckpointError
+/// naming the key otherwise, leaving the generator unchanged.
+at::Tensor cpu_rng_state();
+void set_cpu_rng_state(const c10::IValue& state, const std::string& key);
 
 /// The backend for one process on the CPU, as PyMarlin's `SingleProcess`: one optimizer step per
 /// batch, the schedulers stepped after every optimizer step.
