@@ -281,7 +281,11 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
-    const int code = fail(kExitFailure, what_of(e));
+    std::string message = what_of(e);
+    if (dist.distributed() && message.rfind("rank ", 0) != 0) {
+      message = "rank " + std::to_string(*dist.rank) + ": " + message;
+    }
+    const int code = fail(kExitFailure, message);
     if (distributed.group) {
       // The process group's threads may still wait on peers that are gone; don't join them.
       spdlog::default_logger()->flush();

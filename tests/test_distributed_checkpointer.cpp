@@ -1,0 +1,315 @@
+// DistributedCheckpointer over a real c10d::ProcessGroupGloo: ranks are threads of this process
+// meeting through an in-memory c10d::HashStore, with an in-memory inner checkpointer on rank 0.
+
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/distributed_checkpointer.h>
+#include <ckpt/state_dict.h>
+
+#include "log_capture.h"
+
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/torch.h>
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using ckpt::Checkpoint;
+using ckpt::CheckpointError;
+using ckpt::DistributedCheckpointer;
+using ckpt::StateDict;
+
+namespace {
+
+// Keeps what it is given in memory and records every call.
+class MemoryCheckpointer final : public ckpt::AbstractCheckpointer {
+ public:
+  std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
+                                            bool force) override {
+    calls.push_back("save " + std::to_string(index) + (force ? " force" : ""));
+    if (!fail_with.empty()) throw CheckpointError(fail_with, "mem/ckpt_" + std::to_string(index));
+    saved.push_back(checkpoint);
+    return std::filesystem::path("mem/ckpt_" + std::to_string(index));
+  }
+  std::optional<std::filesystem::path> save_model(const StateDict& state, int64_t index) override {
+    calls.push_back("save_model " + std::to_string(index));
+    model = state;
+    return std::filesystem::path("mem/model_" + std::to_string(index));
+  }
+  bool step_due(const ckpt::TrainingProgress& progress) override {
+    calls.push_back("step_due " + std::to_string(progress.global_step));
+    return progress.global_step % 3 == 0;
+  }
+  Checkpoint load() override {
+    calls.push_back("load");
+    return to_load;
+  }
+  void wait() override { calls.push_back("wait"); }
+
+  std::vector<std::string> calls;
+  std::vector<Checkpoint> saved;
+  StateDict model;
+  Checkpoint to_load;
+  std::string fail_with;
+};
+
+StateDict backend_state(int rank) {
+  StateDict state;
+  state.insert_or_assign("global_step_completed", int64_t{7});
+  state.insert_or_assign("rank", static_cast<int64_t>(rank));
+  state.insert_or_assign("rng_state", torch::full({4}, rank + 1, torch::kByte));
+  return state;
+}
+
+Checkpoint checkpoint_of(int rank) {
+  Checkpoint c;
+  c.module_interface_state.insert_or_assign("w", torch::arange(6, torch::kFloat) * (rank + 1));
+  c.trainer_state.insert_or_assign("last_epoch", int64_t{2});
+  c.trainer_backend_state = backend_state(rank);
+  return c;
+}
+
+struct RankOutcome {
+  std::exception_ptr error;
+};
+
+std::string message_of(const std::exception_ptr& error) {
+  try {
+    if (error) std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Runs `body` on `world` threads, one per rank, each with its own ProcessGroupGloo; returns how
+// each ended. `group_timeout` bounds every Gloo operation.
+std::vector<RankOutcome> run_ranks(
+    int world, const std::function<void(int, c10::intrusive_ptr<c10d::ProcessGroup>)>& body,
+    std::chrono::milliseconds group_timeout = 10s) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<RankOutcome> outcomes(world);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        auto options = c10d::ProcessGroupGloo::Options::create(group_timeout);
+        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+        body(rank, group);
+      } catch (...) {
+        outcomes[rank].error = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return outcomes;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(distributed_checkpointer)
+
+BOOST_AUTO_TEST_CASE(only_rank_0_builds_the_inner_checkpointer_and_saves_every_ranks_state) {
+  std::atomic<int> factory_calls{0};
+  std::shared_ptr<MemoryCheckpointer> inner;
+  std::vector<std::optional<std::filesystem::path>> paths(2);
+  std::vector<bool> inner_seen(2);
+  const auto outcomes = run_ranks(2, [&](int rank, auto group) {
+    DistributedCheckpointer checkpointer(group, [&] {
+      ++factory_calls;
+      inner = std::make_shared<MemoryCheckpointer>();
+      return inner;
+    });
+    inner_seen[rank] = checkpointer.inner() != nullptr;
+    paths[rank] = checkpointer.save(checkpoint_of(rank), 2, /*force=*/false);
+  });
+  for (const auto& o : outcomes) BOOST_REQUIRE_MESSAGE(!o.error, message_of(o.error));
+  BOOST_CHECK_EQUAL(factory_calls.load(), 1);
+  BOOST_CHECK(inner_seen[0]);
+  BOOST_CHECK(!inner_seen[1]);
+  BOOST_REQUIRE_EQUAL(inner->saved.size(), 1u);
+  // Every rank learns the path rank 0 wrote.
+  BOOST_CHECK(paths[0] == std::filesystem::path("mem/ckpt_2"));
+  BOOST_CHECK(paths[1] == std::filesystem::path("mem/ckpt_2"));
+  const Checkpoint& written = inner->saved[0];
+  // Replicated parts are rank 0's; the backend state is rank 0's plus every rank's, in order.
+  BOOST_CHECK(ckpt::deep_equal(written.module_interface_state.to_ivalue(),
+                               checkpoint_of(0).module_interface_state.to_ivalue()));
+  BOOST_CHECK_EQUAL(written.trainer_backend_state.at("rank").toInt(), 0);
+  const auto ranks = written.trainer_backend_state.at("ckpt_rank_states").toListRef();
+  BOOST_REQUIRE_EQUAL(ranks.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_CHECK(ckpt::deep_equal(ranks[r], backend_state(r).to_ivalue()));
+    }
+  }
+  BOOST_CHECK_EQUAL(written.metadata.at("world_size").toInt(), 2);
+  // Durable before anyone goes on: rank 0 waited for its inner checkpointer.
+  BOOST_CHECK(inner->calls == (std::vector<std::string>{"save 2", "wait"}));
+}
+
+BOOST_AUTO_TEST_CASE(load_gives_each_rank_its_own_state_and_the_same_rest) {
+  // Save with two ranks, then load what was saved with two ranks.
+  std::shared_ptr<MemoryCheckpointer> inner;
+  run_ranks(2, [&](int rank, auto group) {
+    DistributedCheckpointer checkpointer(group, [&] {
+      inner = std::make_shared<MemoryCheckpointer>();
+      return inner;
+    });
+    checkpointer.save(checkpoint_of(rank), 0);
+  });
+  BOOST_REQUIRE_EQUAL(inner->saved.size(), 1u);
+  const Checkpoint saved = inner->saved[0];
+
+  std::vector<Checkpoint> loaded(2);
+  const auto outcomes = run_ranks(2, [&](int rank, auto group) {
+    DistributedCheckpointer checkpointer(group, [&] {
+      auto fresh = std::make_shared<MemoryCheckpointer>();
+      fresh->to_load = saved;
+      return fresh;
+    });
+    loaded[rank] = checkpointer.load();
+  });
+  for (const auto& o : outcomes) BOOST_REQUIRE_MESSAGE(!o.error, message_of(o.error));
+  for (int r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_CHECK(ckpt::deep_equal(loaded[r].trainer_backend_state.to_ivalue(),
+                                   backend_state(r).to_ivalue()));
+      BOOST_CHECK(ckpt::deep_equal(loaded[r].module_interface_state.to_ivalue(),
+                                   saved.module_interface_state.to_ivalue()));
+      BOOST_CHECK(ckpt::deep_equal(loaded[r].trainer_state.to_ivalue(),
+                                   saved.trainer_state.to_ivalue()));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_different_world_size_warns_and_hands_out_rank_0s_state) {
+  // Written by three ranks, read by two.
+  Checkpoint saved = checkpoint_of(0);
+  c10::impl::GenericList ranks(c10::AnyType::get());
+  for (int r = 0; r < 3; ++r) ranks.push_back(backend_state(r).to_ivalue());
+  saved.trainer_backend_state.insert_or_assign("ckpt_rank_states", ranks);
+  ckpt::test::LogCapture log;
+  std::vector<Checkpoint> loaded(2);
+  const auto outcomes = run_ranks(2, [&](int rank, auto group) {
+    DistributedCheckpointer checkpointer(group, [&] {
+      auto inner = std::make_shared<MemoryCheckpointer>();
+      inner->to_load = saved;
+      return inner;
+    });
+    loaded[rank] = checkpointer.load();
+  });
+  for (const auto& o : outcomes) BOOST_REQUIRE_MESSAGE(!o.error, message_of(o.error));
+  StateDict expected = backend_state(0);
+  expected.insert_or_assign("ckpt_saved_world_size", int64_t{3});
+  for (int r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_CHECK(ckpt::deep_equal(loaded[r].trainer_backend_state.to_ivalue(),
+                                   expected.to_ivalue()));
+    }
+  }
+  BOOST_CHECK(log.contains("saved by 3 ranks and training resumes with 2"));
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_is_thrown_on_every_rank) {
+  std::vector<std::string> messages(2);
+  const auto outcomes = run_ranks(2, [&](int rank, auto group) {
+    DistributedCheckpointer checkpointer(group, [&] {
+      auto inner = std::make_shared<MemoryCheckpointer>();
+      inner->fail_with = "injected: disk on fire";
+      return inner;
+    });
+    checkpointer.save(checkpoint_of(rank), 4, true);
+  });
+  for (int r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_REQUIRE(outcomes[r].error);
+      BOOST_CHECK_THROW(std::rethrow_exception(outcomes[r].error), CheckpointError);
+      BOOST_CHECK(message_of(outcomes[r].error).find("injected: disk on fire") != std::string::npos);
+    }
+  }
+  BOOST_CHECK(message_of(outcomes[1].error).find("rank 1: saving checkpoint 4 failed on rank 0") !=
+              std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_setup_on_rank_0_is_thrown_on_every_rank) {
+  const auto outcomes = run_ranks(2, [&](int, auto group) {
+    DistributedCheckpointer checkpointer(group, []() -> std::shared_ptr<ckpt::AbstractCheckpointer> {
+      throw CheckpointError("cannot create save_dir /nowhere");
+    });
+  });
+  for (int r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_CHECK(message_of(outcomes[r].error).find("cannot create save_dir /nowhere") !=
+                  std::string::npos);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_rank_that_hears_nothing_gives_up_after_the_timeout_and_says_so) {
+  // Rank 0 is stuck (it sleeps past rank 1's timeout) before it joins the save.
+  ckpt::DistributedCheckpointerOptions options;
+  options.timeout = 1s;
+  double rank1_waited = -1;
+  const auto outcomes = run_ranks(
+      2,
+      [&](int rank, auto group) {
+        DistributedCheckpointer checkpointer(
+            group, [] { return std::make_shared<MemoryCheckpointer>(); }, options);
+        if (rank == 0) std::this_thread::sleep_for(3s);
+        const auto start = std::chrono::steady_clock::now();
+        try {
+          checkpointer.save(checkpoint_of(rank), 1);
+        } catch (...) {
+          if (rank == 1) {
+            rank1_waited =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          }
+          throw;
+        }
+      },
+      /*group_timeout=*/2s);
+  BOOST_REQUIRE(outcomes[1].error);
+  const std::string message = message_of(outcomes[1].error);
+  BOOST_CHECK_MESSAGE(message.find("rank 1: saving checkpoint 1") != std::string::npos, message);
+  BOOST_CHECK_MESSAGE(message.find("timed out after 1 s") != std::string::npos, message);
+  // It gave up after its own timeout, before rank 0 woke up.
+  BOOST_CHECK_GE(rank1_waited, 0.9);
+  BOOST_CHECK_LT(rank1_waited, 2.9);
+}
+
+BOOST_AUTO_TEST_CASE(rank_0_decides_when_a_step_is_due) {
+  std::vector<std::vector<bool>> decisions(2);
+  std::shared_ptr<MemoryCheckpointer> inner;
+  const auto outcomes = run_ranks(2, [&](int, auto group) {
+    DistributedCheckpointer checkpointer(group, [&] {
+      inner = std::make_shared<MemoryCheckpointer>();
+      return inner;
+    });
+    std::vector<bool> mine;
+    for (int64_t step = 1; step <= 7; ++step) {
+      mine.push_back(checkpointer.step_due({0, step, 10, step, 0.0}));
+    }
+    decisions[checkpointer.rank()] = mine;
+    checkpointer.save_model(StateDict{}, 1);
+  });
+  for (const auto& o : outcomes) BOOST_REQUIRE_MESSAGE(!o.error, message_of(o.error));
+  const std::vector<bool> expected{false, false, true, false, false, true, false};
+  BOOST_CHECK(decisions[0] == expected);
+  BOOST_CHECK(decisions[1] == expected);
+  // Asked once per step, on rank 0 only; the model saved once.
+  BOOST_CHECK_EQUAL(std::count(inner->calls.begin(), inner->calls.end(), "save_model 1"), 1);
+  BOOST_CHECK_EQUAL(inner->calls.size(), 7u + 2u);  // 7 step_due, save_model, wait
+}
+
+BOOST_AUTO_TEST_SUITE_END()
