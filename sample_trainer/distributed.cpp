@@ -1,9 +1,9 @@
 #include <sample_trainer/distributed.h>
 
 #include <spdlog/spdlog.h>
+#include <boost/program_options.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <boost/program_options.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -15,8 +15,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -97,8 +97,9 @@ void DistArguments::resolve_environment() {
   }
   if (rank && !world_size) world_size = 1;
   if (world_size && !rank && nproc == 0) {
-    throw std::invalid_argument("WORLD_SIZE or --dist.world_size is set but not the rank: set "
-                                "RANK or --dist.rank too");
+    throw std::invalid_argument(
+        "WORLD_SIZE or --dist.world_size is set but not the rank: set "
+        "RANK or --dist.rank too");
   }
   if (rank && !local_rank) local_rank = rank;
 }
@@ -111,8 +112,8 @@ void DistArguments::validate() const {
     throw std::invalid_argument("invalid nnodes " + std::to_string(nnodes) + ": must be >= 1");
   }
   if (node_rank < 0 || node_rank >= nnodes) {
-    throw std::invalid_argument("invalid node_rank " + std::to_string(node_rank) + ": must be in 0.." +
-                                std::to_string(nnodes - 1));
+    throw std::invalid_argument("invalid node_rank " + std::to_string(node_rank) +
+                                ": must be in 0.." + std::to_string(nnodes - 1));
   }
   if (nproc > kMaxChildren) {
     throw std::invalid_argument("invalid nproc " + std::to_string(nproc) + ": at most " +
@@ -254,7 +255,8 @@ int launch(const DistArguments& args, const std::vector<std::string>& child_args
   struct sigaction forward {};
   forward.sa_handler = forward_signal;
   sigemptyset(&forward.sa_mask);
-  struct sigaction old_term {}, old_int {};
+  struct sigaction old_term {
+  }, old_int{};
   sigaction(SIGTERM, &forward, &old_term);
   sigaction(SIGINT, &forward, &old_int);
 

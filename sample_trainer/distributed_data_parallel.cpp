@@ -6,10 +6,10 @@
 
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/utils.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -92,7 +92,8 @@ void DistributedDataParallel::init(TrainerBackendArguments args) {
                                 std::to_string(args.batch_size) + ": must be >= 1");
   }
   if (args.module->train_size() < 1) {
-    throw std::invalid_argument("DistributedDataParallel::init: the module has no training examples");
+    throw std::invalid_argument(
+        "DistributedDataParallel::init: the module has no training examples");
   }
   args_ = std::move(args);
   // Rank 0's replica is everyone's starting point.
@@ -116,7 +117,8 @@ void DistributedDataParallel::init(TrainerBackendArguments args) {
 }
 
 int64_t DistributedDataParallel::batches_per_epoch() const {
-  if (!args_.module) throw std::logic_error("DistributedDataParallel::batches_per_epoch before init");
+  if (!args_.module)
+    throw std::logic_error("DistributedDataParallel::batches_per_epoch before init");
   return ceil_div(args_.module->train_size(), args_.batch_size * world_size_);
 }
 
@@ -124,7 +126,8 @@ void DistributedDataParallel::average_gradients(int64_t examples_here, int64_t e
   std::vector<at::Tensor> parameters = args_.module->model().parameters();
   std::vector<at::Tensor> grads;
   for (const auto& p : parameters) {
-    grads.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros({p.numel()}, p.options()));
+    grads.push_back(p.grad().defined() ? p.grad().reshape(-1)
+                                       : at::zeros({p.numel()}, p.options()));
   }
   // Each rank's gradient is the mean over its own examples: weight it by their number, so the sum
   // over ranks divided by the step's examples is the mean over all of them.
@@ -282,12 +285,11 @@ void DistributedDataParallel::update_state(const ckpt::StateDict& state) {
     epoch_loss_sum = state.at("epoch_loss_sum").toDouble();
     batch_in_epoch = int_at(state, "batch_in_epoch", 0);
     // A single process's checkpoint counts batches of batch_size; ours count examples.
-    examples_in_epoch = state.contains("examples_in_epoch")
-                            ? int_at(state, "examples_in_epoch", 0)
-                            : batch_in_epoch * args_.batch_size;
+    examples_in_epoch = state.contains("examples_in_epoch") ? int_at(state, "examples_in_epoch", 0)
+                                                            : batch_in_epoch * args_.batch_size;
     if (examples_in_epoch >= size) {
-      bad("examples_in_epoch", std::to_string(examples_in_epoch) +
-                                   " is not within an epoch of " + std::to_string(size) +
+      bad("examples_in_epoch", std::to_string(examples_in_epoch) + " is not within an epoch of " +
+                                   std::to_string(size) +
                                    " examples (was --trainer.batch_size changed?)");
     }
     if (resized) batch_in_epoch = examples_in_epoch / per_step;
@@ -298,8 +300,8 @@ void DistributedDataParallel::update_state(const ckpt::StateDict& state) {
 
   set_cpu_rng_state(state.at("rng_state"), "rng_state");  // checks, then sets
   if (resized && rank_ > 0) {  // the state is rank 0's: this rank's generator is re-derived
-    at::manual_seed(mix_seed(mix_seed(static_cast<uint64_t>(shuffle_seed), rank_),
-                             global_step_completed));
+    at::manual_seed(
+        mix_seed(mix_seed(static_cast<uint64_t>(shuffle_seed), rank_), global_step_completed));
   }
   if (resized) {
     spdlog::warn(

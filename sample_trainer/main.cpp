@@ -16,22 +16,22 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/program_options.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -151,6 +151,7 @@ Distributed join(const DistArguments& dist, const TrainerArguments& args) {
   d.backend = std::make_shared<DistributedDataParallel>(d.group);
   ckpt::DistributedCheckpointerOptions options;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(dist.timeout * 1000));
+  options.timeout_name = "--dist.timeout";
   d.checkpointer = std::make_shared<ckpt::DistributedCheckpointer>(
       d.group,
       [&args] { return std::make_shared<ckpt::DefaultCheckpointer>(args.checkpointer_args); },
@@ -274,8 +275,8 @@ int main(int argc, char** argv) {
     }
     const TrainResult result = trainer.train(progress, stop_requested);
     if (result.stopped) {
-      std::cerr << "sample_trainer: stopped by " << strsignal(stop_signal())
-                << " after step " << result.global_step << "; resume with --chkp.load_dir "
+      std::cerr << "sample_trainer: stopped by " << strsignal(stop_signal()) << " after step "
+                << result.global_step << "; resume with --chkp.load_dir "
                 << args.checkpointer_args.save_dir.string() << std::endl;
       return kExitStopped;
     }

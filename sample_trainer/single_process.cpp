@@ -190,9 +190,9 @@ void SingleProcess::update_state(const ckpt::StateDict& state) {
       // position in examples is what carries over to one process.
       const int64_t examples = count_at(state, "examples_in_epoch");
       if (examples % args_.batch_size != 0) {
-        bad("examples_in_epoch", std::to_string(examples) + " is not a whole number of batches of " +
-                                     std::to_string(args_.batch_size) +
-                                     " (resume with --dist.nproc 1 instead)");
+        bad("examples_in_epoch",
+            std::to_string(examples) + " is not a whole number of batches of " +
+                std::to_string(args_.batch_size) + " (resume with --dist.nproc 1 instead)");
       }
       batch_in_epoch = examples / args_.batch_size;
     }

@@ -2,14 +2,14 @@
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
+#include <ckpt/serialization.h>
 
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -20,15 +20,6 @@ namespace {
 
 constexpr const char* kRankStatesKey = "ckpt_rank_states";
 constexpr const char* kSavedWorldSizeKey = "ckpt_saved_world_size";
-constexpr const char* kCheckpointParts[] = {"module_interface_state", "trainer_state",
-                                            "trainer_backend_state", "registered_state",
-                                            "hyperparameters",        "metadata"};
-
-template <class C>  // Checkpoint or const Checkpoint
-auto parts(C& c) {
-  return std::array{&c.module_interface_state, &c.trainer_state, &c.trainer_backend_state,
-                    &c.registered_state, &c.hyperparameters, &c.metadata};
-}
 
 std::string to_bytes(const c10::IValue& value) {
   const std::vector<char> bytes = torch::jit::pickle_save(value);
@@ -40,22 +31,12 @@ c10::IValue from_bytes(const std::string& bytes) {
 }
 
 std::string checkpoint_to_bytes(const Checkpoint& checkpoint) {
-  StateDict all;
-  const auto states = parts(checkpoint);
-  for (size_t i = 0; i < states.size(); ++i) {
-    all.insert_or_assign(kCheckpointParts[i], states[i]->to_ivalue());
-  }
-  return to_bytes(all.to_ivalue());
+  return to_bytes(checkpoint_to_state(checkpoint).to_ivalue());
 }
 
 Checkpoint checkpoint_from_bytes(const std::string& bytes) {
-  const StateDict all = StateDict::from_ivalue(from_bytes(bytes), "checkpoint from rank 0");
-  Checkpoint checkpoint;
-  const auto states = parts(checkpoint);
-  for (size_t i = 0; i < states.size(); ++i) {
-    *states[i] = StateDict::from_ivalue(all.at(kCheckpointParts[i]), kCheckpointParts[i]);
-  }
-  return checkpoint;
+  const std::string what = "the checkpoint from rank 0";
+  return checkpoint_from_state(StateDict::from_ivalue(from_bytes(bytes), what), what);
 }
 
 // The outcome rank 0 shares: 'O' + payload on success, 'E' + message on failure.
@@ -82,24 +63,23 @@ std::string message_of(const std::exception& e) {
 // The collectives, each waited for with the timeout; a failure names the operation and the rank.
 class DistributedCollectives {
  public:
-  DistributedCollectives(c10d::ProcessGroup& group, std::chrono::milliseconds timeout, int rank,
-                         std::string what)
-      : group_(group), timeout_(timeout), rank_(rank), what_(std::move(what)) {}
+  DistributedCollectives(c10d::ProcessGroup& group, const DistributedCheckpointerOptions& options,
+                         int rank, std::string what)
+      : group_(group), options_(options), rank_(rank), what_(std::move(what)) {}
 
   void run(const c10::intrusive_ptr<c10d::Work>& work) {
     try {
-      work->wait(timeout_);
+      work->wait(options_.timeout);
     } catch (const std::exception& e) {
       const std::string reason = message_of(e);
-      const double seconds = std::chrono::duration<double>(timeout_).count();
+      const double seconds = std::chrono::duration<double>(options_.timeout).count();
       std::string lowered = reason;
       std::transform(lowered.begin(), lowered.end(), lowered.begin(), ::tolower);
       if (lowered.find("timed out") != std::string::npos ||
           lowered.find("timeout") != std::string::npos) {
-        throw CheckpointError(fmt::format(
-            "rank {}: {}: timed out after {} s waiting for the other ranks (the distributed "
-            "checkpoint timeout): {}",
-            rank_, what_, seconds, first_line(reason)));
+        throw CheckpointError(
+            fmt::format("rank {}: {}: timed out after {} s waiting for the other ranks ({}): {}",
+                        rank_, what_, seconds, options_.timeout_name, first_line(reason)));
       }
       throw CheckpointError(fmt::format("rank {}: {}: lost contact with the other ranks: {}", rank_,
                                         what_, first_line(reason)));
@@ -147,7 +127,7 @@ class DistributedCollectives {
   }
 
   c10d::ProcessGroup& group_;
-  std::chrono::milliseconds timeout_;
+  const DistributedCheckpointerOptions& options_;
   int rank_;
   std::string what_;
 };
@@ -178,7 +158,7 @@ DistributedCheckpointer::~DistributedCheckpointer() = default;
 std::string DistributedCheckpointer::agree(const std::string& what,
                                            const std::function<std::string()>& on_rank0) {
   const std::string operation = fmt::format("{} (checkpoint operation #{})", what, ++operation_);
-  DistributedCollectives collectives(*group_, options_.timeout, rank_, operation);
+  DistributedCollectives collectives(*group_, options_, rank_, operation);
   std::exception_ptr failure;
   std::string outcome;
   if (rank_ == 0) {
@@ -207,10 +187,10 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_gathered(
   // Everyone's per-rank state travels to rank 0 before it writes.
   std::vector<std::string> states;
   if (world_size_ > 1) {
-    DistributedCollectives collectives(*group_, options_.timeout, rank_,
+    DistributedCollectives collectives(*group_, options_, rank_,
                                        fmt::format("{} (gathering the ranks' states)", what));
-    states = collectives.allgather(to_bytes(checkpoint.trainer_backend_state.to_ivalue()),
-                                   world_size_);
+    states =
+        collectives.allgather(to_bytes(checkpoint.trainer_backend_state.to_ivalue()), world_size_);
   }
   const std::string answer = agree(what, [&] {
     Checkpoint merged = checkpoint;
@@ -231,16 +211,16 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_gathered(
 
 std::optional<std::filesystem::path> DistributedCheckpointer::save(const Checkpoint& checkpoint,
                                                                    int64_t index, bool force) {
-  return save_gathered(fmt::format("saving checkpoint {}", index), checkpoint,
-                       [&](const Checkpoint& merged) { return inner_->save(merged, index, force); });
+  return save_gathered(
+      fmt::format("saving checkpoint {}", index), checkpoint,
+      [&](const Checkpoint& merged) { return inner_->save(merged, index, force); });
 }
 
 std::optional<std::filesystem::path> DistributedCheckpointer::save_step(
     const Checkpoint& checkpoint, const TrainingProgress& progress, bool force) {
-  return save_gathered(fmt::format("saving the checkpoint of step {}", progress.global_step),
-                       checkpoint, [&](const Checkpoint& merged) {
-                         return inner_->save_step(merged, progress, force);
-                       });
+  return save_gathered(
+      fmt::format("saving the checkpoint of step {}", progress.global_step), checkpoint,
+      [&](const Checkpoint& merged) { return inner_->save_step(merged, progress, force); });
 }
 
 std::optional<std::filesystem::path> DistributedCheckpointer::save_model(
@@ -255,9 +235,8 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_model(
 
 bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
   if (world_size_ == 1) return inner_->step_due(progress);
-  return agree(fmt::format("deciding whether to save at step {}", progress.global_step), [&] {
-           return std::string(inner_->step_due(progress) ? "1" : "0");
-         }) == "1";
+  return agree(fmt::format("deciding whether to save at step {}", progress.global_step),
+               [&] { return std::string(inner_->step_due(progress) ? "1" : "0"); }) == "1";
 }
 
 void DistributedCheckpointer::wait() {
@@ -276,9 +255,9 @@ Checkpoint DistributedCheckpointer::load() {
   const int64_t saved_world_size =
       has_list ? static_cast<int64_t>(backend.at(kRankStatesKey).toListRef().size()) : 1;
   if (has_list && saved_world_size == world_size_) {
-    backend = StateDict::from_ivalue(
-        backend.at(kRankStatesKey).toListRef()[static_cast<size_t>(rank_)],
-        fmt::format("trainer_backend_state.{}[{}]", kRankStatesKey, rank_));
+    backend =
+        StateDict::from_ivalue(backend.at(kRankStatesKey).toListRef()[static_cast<size_t>(rank_)],
+                               fmt::format("trainer_backend_state.{}[{}]", kRankStatesKey, rank_));
     return checkpoint;
   }
   if (!has_list && world_size_ == 1) return checkpoint;  // a single process resuming as one rank

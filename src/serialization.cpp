@@ -28,21 +28,19 @@ constexpr const char* kFormatRecord = "ckpt_format_version";
 constexpr const char* kTorchContainerVersion = "3\n";
 // PyMarlin's three keys, always written, then ckpt's optional ones, written when not empty.
 constexpr const char* kCheckpointKeys[] = {"module_interface_state", "trainer_state",
-                                           "trainer_backend_state", "registered_state",
-                                           "hyperparameters",       "ckpt_metadata"};
+                                           "trainer_backend_state",  "registered_state",
+                                           "hyperparameters",        "ckpt_metadata"};
 constexpr std::size_t kPyMarlinKeys = 3;
 constexpr std::size_t kCheckpointKeyCount = sizeof(kCheckpointKeys) / sizeof(kCheckpointKeys[0]);
 
 // The parts of `c` in kCheckpointKeys order (const or not, as `c`).
 template <class C>
 std::array<decltype(&std::declval<C&>().metadata), kCheckpointKeyCount> parts(C& c) {
-  return {&c.module_interface_state, &c.trainer_state, &c.trainer_backend_state,
+  return {&c.module_interface_state, &c.trainer_state,   &c.trainer_backend_state,
           &c.registered_state,       &c.hyperparameters, &c.metadata};
 }
 
-std::string first_line(const std::string& message) {
-  return message.substr(0, message.find('\n'));
-}
+std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
 }  // namespace
 
@@ -130,7 +128,9 @@ detail::ZipReader open_verified(const std::filesystem::path& path) {
   return zip;
 }
 
-void release_buffer(void* context) { delete static_cast<std::shared_ptr<detail::FileBuffer>*>(context); }
+void release_buffer(void* context) {
+  delete static_cast<std::shared_ptr<detail::FileBuffer>*>(context);
+}
 
 }  // namespace
 
@@ -163,8 +163,8 @@ c10::IValue unpickle_archive(const ZipReader& zip, const std::string& source) {
     void* data = const_cast<char*>(zip.data(*entry));
     at::DataPtr data_ptr(data, new std::shared_ptr<FileBuffer>(zip.buffer()), &release_buffer,
                          at::Device(at::kCPU));
-    return c10::Storage(c10::Storage::use_byte_size_t(), entry->size, std::move(data_ptr),
-                        nullptr, false);
+    return c10::Storage(c10::Storage::use_byte_size_t(), entry->size, std::move(data_ptr), nullptr,
+                        false);
   };
   try {
     return read_pickle(zip.data(*pickle), pickle->size, load_storage, source);
@@ -199,37 +199,42 @@ StateDict load_state_file(const std::filesystem::path& path) {
   return StateDict::from_ivalue(load_ivalue_file(path), path.string());
 }
 
-uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
-                              Storage& storage) {
-  StateDict file;
+StateDict checkpoint_to_state(const Checkpoint& checkpoint) {
+  StateDict state;
   const auto states = parts(checkpoint);
   for (std::size_t i = 0; i < kCheckpointKeyCount; ++i) {
     if (i < kPyMarlinKeys || !states[i]->empty()) {
-      file.insert_or_assign(kCheckpointKeys[i], states[i]->to_ivalue());
+      state.insert_or_assign(kCheckpointKeys[i], states[i]->to_ivalue());
     }
   }
-  return save_state_file(file, path, storage);
+  return state;
 }
 
-Checkpoint load_checkpoint_file(const std::filesystem::path& path) {
-  const StateDict file = load_state_file(path);
+Checkpoint checkpoint_from_state(const StateDict& state, const std::string& what) {
   Checkpoint checkpoint;
   const auto states = parts(checkpoint);
-  for (const auto& [key, value] : file) {
+  for (const auto& [key, value] : state) {
     std::size_t i = 0;
     while (i < kCheckpointKeyCount && key != kCheckpointKeys[i]) ++i;
     if (i == kCheckpointKeyCount) {
-      throw CheckpointError(path.string() + ": unexpected key '" + key +
+      throw CheckpointError(what + ": unexpected key '" + key +
                                 "' in checkpoint (expected module_interface_state, "
                                 "trainer_state, trainer_backend_state, and optionally "
                                 "registered_state, hyperparameters, ckpt_metadata)",
-                            path);
+                            what);
     }
-    if (!value.isNone()) {
-      *states[i] = StateDict::from_ivalue(value, path.string() + ": " + key);
-    }
+    if (!value.isNone()) *states[i] = StateDict::from_ivalue(value, what + ": " + key);
   }
   return checkpoint;
+}
+
+uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
+                              Storage& storage) {
+  return save_state_file(checkpoint_to_state(checkpoint), path, storage);
+}
+
+Checkpoint load_checkpoint_file(const std::filesystem::path& path) {
+  return checkpoint_from_state(load_state_file(path), path.string());
 }
 
 }  // namespace ckpt

@@ -7,10 +7,10 @@
 
 #include "log_capture.h"
 
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/torch.h>
 #include <boost/test/unit_test.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -187,8 +187,8 @@ BOOST_AUTO_TEST_CASE(load_gives_each_rank_its_own_state_and_the_same_rest) {
                                    backend_state(r).to_ivalue()));
       BOOST_CHECK(ckpt::deep_equal(loaded[r].module_interface_state.to_ivalue(),
                                    saved.module_interface_state.to_ivalue()));
-      BOOST_CHECK(ckpt::deep_equal(loaded[r].trainer_state.to_ivalue(),
-                                   saved.trainer_state.to_ivalue()));
+      BOOST_CHECK(
+          ckpt::deep_equal(loaded[r].trainer_state.to_ivalue(), saved.trainer_state.to_ivalue()));
     }
   }
 }
@@ -214,8 +214,8 @@ BOOST_AUTO_TEST_CASE(a_different_world_size_warns_and_hands_out_rank_0s_state) {
   expected.insert_or_assign("ckpt_saved_world_size", int64_t{3});
   for (int r = 0; r < 2; ++r) {
     BOOST_TEST_CONTEXT("rank " << r) {
-      BOOST_CHECK(ckpt::deep_equal(loaded[r].trainer_backend_state.to_ivalue(),
-                                   expected.to_ivalue()));
+      BOOST_CHECK(
+          ckpt::deep_equal(loaded[r].trainer_backend_state.to_ivalue(), expected.to_ivalue()));
     }
   }
   BOOST_CHECK(log.contains("saved by 3 ranks and training resumes with 2"));
@@ -235,7 +235,8 @@ BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_is_thrown_on_every_rank) {
     BOOST_TEST_CONTEXT("rank " << r) {
       BOOST_REQUIRE(outcomes[r].error);
       BOOST_CHECK_THROW(std::rethrow_exception(outcomes[r].error), CheckpointError);
-      BOOST_CHECK(message_of(outcomes[r].error).find("injected: disk on fire") != std::string::npos);
+      BOOST_CHECK(message_of(outcomes[r].error).find("injected: disk on fire") !=
+                  std::string::npos);
     }
   }
   BOOST_CHECK(message_of(outcomes[1].error).find("rank 1: saving checkpoint 4 failed on rank 0") !=
@@ -244,9 +245,10 @@ BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_is_thrown_on_every_rank) {
 
 BOOST_AUTO_TEST_CASE(a_failed_setup_on_rank_0_is_thrown_on_every_rank) {
   const auto outcomes = run_ranks(2, [&](int, auto group) {
-    DistributedCheckpointer checkpointer(group, []() -> std::shared_ptr<ckpt::AbstractCheckpointer> {
-      throw CheckpointError("cannot create save_dir /nowhere");
-    });
+    DistributedCheckpointer checkpointer(group,
+                                         []() -> std::shared_ptr<ckpt::AbstractCheckpointer> {
+                                           throw CheckpointError("cannot create save_dir /nowhere");
+                                         });
   });
   for (int r = 0; r < 2; ++r) {
     BOOST_TEST_CONTEXT("rank " << r) {

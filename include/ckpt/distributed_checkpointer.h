@@ -25,6 +25,8 @@ struct DistributedCheckpointerOptions {
   /// How long a rank waits for the others in one checkpoint operation (e.g. for rank 0 to finish
   /// writing) before it gives up with a CheckpointError that says so. Default: 300 s.
   std::chrono::milliseconds timeout{std::chrono::seconds(300)};
+  /// How errors name the timeout, e.g. the flag that sets it ("--dist.timeout").
+  std::string timeout_name = "DistributedCheckpointerOptions::timeout";
 };
 
 /// Checkpointing for data-parallel training: wraps the checkpointer of rank 0 so that every rank

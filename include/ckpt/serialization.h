@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 
 namespace ckpt {
 
@@ -33,11 +34,12 @@ std::string temporary_target(const std::string& filename);
 
 /// Reads a file written by save_ivalue_file or by Python's `torch.save` (dicts, OrderedDicts,
 /// lists, tuples, ints, floats, bools, strings, None and CPU tensors). Only an allowlist of pickle
-/// globals is accepted, in the spirit of `torch.load(weights_only=True)`: `collections.OrderedDict`,
-/// `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter` and the `torch.*Storage`
-/// types. Anything else, or a malformed file, throws CheckpointError naming `path`. The file is
-/// verified first (see verify_file). Tensors are CPU tensors that share one buffer holding the
-/// file's bytes (no copy per tensor); the buffer is freed when the last of them is.
+/// globals is accepted, in the spirit of `torch.load(weights_only=True)`:
+/// `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter`
+/// and the `torch.*Storage` types. Anything else, or a malformed file, throws CheckpointError
+/// naming `path`. The file is verified first (see verify_file). Tensors are CPU tensors that share
+/// one buffer holding the file's bytes (no copy per tensor); the buffer is freed when the last of
+/// them is.
 c10::IValue load_ivalue_file(const std::filesystem::path& path);
 
 /// Checks that `path` is an intact file ckpt can read, without unpickling it: the whole-file
@@ -63,6 +65,13 @@ uint64_t save_state_file(const StateDict& state, const std::filesystem::path& pa
 /// load_ivalue_file, requiring a dict with string keys at the top (Python's `OrderedDict` from
 /// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
 StateDict load_state_file(const std::filesystem::path& path);
+
+/// The dict save_checkpoint_file writes for `checkpoint`: PyMarlin's three keys, then
+/// `registered_state`, `hyperparameters` and `ckpt_metadata` for those parts that are not empty.
+StateDict checkpoint_to_state(const Checkpoint& checkpoint);
+/// The inverse of checkpoint_to_state: a missing key or a None value gives an empty part; any other
+/// key is a CheckpointError naming it and `what` (e.g. the file).
+Checkpoint checkpoint_from_state(const StateDict& state, const std::string& what);
 
 /// Writes a dict with the keys `module_interface_state`, `trainer_state` and
 /// `trainer_backend_state` (PyMarlin's layout; an empty state is written as an empty dict), then
