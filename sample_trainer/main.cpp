@@ -52,11 +52,23 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// One line on stderr in one write(2), so that the lines of ranks sharing a stderr never mix.
+void print_line(const std::string& line) {
+  const std::string text = line + "\n";
+  size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = ::write(STDERR_FILENO, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    written += static_cast<size_t>(n);
+  }
+}
+
 int fail(int code, std::string message) {
   // One line, whatever the exception carried.
   const auto newline = message.find('\n');
   if (newline != std::string::npos) message.resize(newline);
-  std::cerr << "sample_trainer: error: " << message << std::endl;
+  print_line("sample_trainer: error: " + message);
   return code;
 }
 
@@ -275,9 +287,9 @@ int main(int argc, char** argv) {
     }
     const TrainResult result = trainer.train(progress, stop_requested);
     if (result.stopped) {
-      std::cerr << "sample_trainer: stopped by " << strsignal(stop_signal()) << " after step "
-                << result.global_step << "; resume with --chkp.load_dir "
-                << args.checkpointer_args.save_dir.string() << std::endl;
+      print_line("sample_trainer: stopped by " + std::string(strsignal(stop_signal())) +
+                 " after step " + std::to_string(result.global_step) +
+                 "; resume with --chkp.load_dir " + args.checkpointer_args.save_dir.string());
       return kExitStopped;
     }
     return 0;
