@@ -235,8 +235,30 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_model(
 
 bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
   if (world_size_ == 1) return inner_->step_due(progress);
-  return agree(fmt::format("deciding whether to save at step {}", progress.global_step),
-               [&] { return std::string(inner_->step_due(progress) ? "1" : "0"); }) == "1";
+  // Asked after every step: one broadcast of rank 0's answer (1 due, 0 not, -1 failed), not the
+  // two of agree().
+  const std::string what = fmt::format("deciding whether to save at step {}", progress.global_step);
+  std::exception_ptr failure;
+  int64_t decision = 0;
+  if (rank_ == 0) {
+    try {
+      decision = inner_->step_due(progress) ? 1 : 0;
+    } catch (...) {
+      failure = std::current_exception();
+      decision = -1;
+    }
+  }
+  DistributedCollectives collectives(
+      *group_, options_, rank_, fmt::format("{} (checkpoint operation #{})", what, ++operation_));
+  std::vector<at::Tensor> answer{at::full({1}, decision, at::kLong)};
+  collectives.run(group_->broadcast(answer));
+  if (failure) std::rethrow_exception(failure);  // rank 0: its own error, unchanged
+  decision = answer[0].item<int64_t>();
+  if (decision < 0) {
+    throw CheckpointError(
+        fmt::format("rank {}: {} failed on rank 0 (rank 0's log has the reason)", rank_, what));
+  }
+  return decision == 1;
 }
 
 void DistributedCheckpointer::wait() {
