@@ -304,13 +304,14 @@ void DistributedDataParallel::update_state(const ckpt::StateDict& state) {
         mix_seed(mix_seed(static_cast<uint64_t>(shuffle_seed), rank_), global_step_completed));
   }
   if (resized) {
-    spdlog::warn(
-        "rank {}: the checkpoint was written by {} rank(s), this job has {}: continuing at "
-        "example {} of epoch {}{}",
-        rank_, saved_world_size, world_size_, examples_in_epoch,
-        epoch_in_progress >= 0 ? epoch_in_progress : 0,
-        rank_ > 0 ? ", with this rank's random generator re-derived from the seed and step"
-                  : ", with rank 0's random generator");
+    const std::string position = epoch_in_progress >= 0
+                                     ? fmt::format("continuing at example {} of epoch {}",
+                                                   examples_in_epoch, epoch_in_progress)
+                                     : std::string("starting the next epoch");
+    spdlog::warn("rank {}: the checkpoint was written by {} rank(s), this job has {}: {}, {}",
+                 rank_, saved_world_size, world_size_, position,
+                 rank_ > 0 ? "with this rank's random generator re-derived from the seed and step"
+                           : "with rank 0's random generator");
   }
   if (static_cast<uint64_t>(shuffle_seed) != args_.seed) {
     spdlog::warn("resuming with the checkpoint's data-order seed {} instead of --trainer.seed {}",
