@@ -13,10 +13,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <optional>
-#include <system_error>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -126,17 +124,14 @@ Entry parse_entry(const std::filesystem::path& path, const std::string& name, co
   return entry;
 }
 
-Parsed parse(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) {
+Parsed parse(const std::filesystem::path& path, Storage& storage) {
+  const auto info = storage.stat(path);
+  if (!info) {
     throw CheckpointError("safetensors file " + path.string() + " does not exist", path, ENOENT);
   }
-  if (!std::filesystem::is_regular_file(status)) {
-    throw CheckpointError(path.string() + " is not a regular file", path);
-  }
+  if (info->is_directory) throw CheckpointError(path.string() + " is not a regular file", path);
   Parsed parsed;
-  parsed.buffer = detail::read_file_buffer(path.string());
+  parsed.buffer = detail::read_file_buffer(*storage.open(path), path.string());
   const uint64_t size = parsed.buffer->size;
   const auto* bytes = reinterpret_cast<const unsigned char*>(parsed.buffer->data.get());
   if (size < 8) malformed(path, "only " + std::to_string(size) + " bytes, no header length");
@@ -278,8 +273,8 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
   return file.bytes_written();
 }
 
-StateDict load_safetensors_file(const std::filesystem::path& path) {
-  const Parsed parsed = parse(path);
+StateDict load_safetensors_file(const std::filesystem::path& path, Storage& storage) {
+  const Parsed parsed = parse(path, storage);
   const char* data = parsed.buffer->data.get() + parsed.data_start;
   StateDict result;
   for (const auto& entry : parsed.entries) {
@@ -291,14 +286,20 @@ StateDict load_safetensors_file(const std::filesystem::path& path) {
   return result;
 }
 
-std::map<std::string, std::string> verify_safetensors_file(const std::filesystem::path& path) {
-  return parse(path).metadata;
+std::map<std::string, std::string> verify_safetensors_file(const std::filesystem::path& path,
+                                                           Storage& storage) {
+  return parse(path, storage).metadata;
 }
 
-bool is_safetensors_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
+bool is_safetensors_file(const std::filesystem::path& path, Storage& storage) {
   unsigned char head[9];
-  if (!in.read(reinterpret_cast<char*>(head), sizeof head)) return false;
+  try {
+    const auto file = storage.open(path);
+    if (file->size() < sizeof head) return false;
+    file->read(0, sizeof head, head);
+  } catch (const CheckpointError&) {
+    return false;
+  }
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | head[i];
   return header_size >= 2 && header_size <= kMaxHeaderBytes && head[8] == '{';

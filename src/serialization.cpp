@@ -6,6 +6,7 @@
 #include "detail/atomic_file.h"
 #include "detail/pickle_reader.h"
 #include "detail/pickle_writer.h"
+#include "detail/temporary_name.h"
 #include "detail/zip.h"
 
 #include <ATen/ATen.h>
@@ -67,17 +68,19 @@ uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path&
   return file.bytes_written();
 }
 
-bool is_ckpt_file(const std::filesystem::path& path) {
+bool is_ckpt_file(const std::filesystem::path& path, Storage& storage) {
   // The comment is the file's last bytes: prefix + 8 hex digits.
-  const std::size_t size = std::strlen(detail::kChecksumCommentPrefix) + 8;
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) return false;
-  char tail[64] = {};
-  const bool read = std::fseek(file, -static_cast<long>(size), SEEK_END) == 0 &&
-                    std::fread(tail, 1, size, file) == size;
-  std::fclose(file);
-  return read && std::strncmp(tail, detail::kChecksumCommentPrefix,
-                              std::strlen(detail::kChecksumCommentPrefix)) == 0;
+  const std::size_t prefix = std::strlen(detail::kChecksumCommentPrefix);
+  const std::size_t size = prefix + 8;
+  try {
+    const auto file = storage.open(path);
+    if (file->size() < size) return false;
+    char tail[64] = {};
+    file->read(file->size() - size, size, tail);
+    return std::strncmp(tail, detail::kChecksumCommentPrefix, prefix) == 0;
+  } catch (const CheckpointError&) {
+    return false;
+  }
 }
 
 void save_text_file(const std::string& contents, const std::filesystem::path& path,
@@ -109,16 +112,13 @@ void check_format(const detail::ZipReader& zip, const std::string& source) {
 }
 
 // A parsed, verified file.
-detail::ZipReader open_verified(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) {
+detail::ZipReader open_verified(const std::filesystem::path& path, Storage& storage) {
+  const auto info = storage.stat(path);
+  if (!info) {
     throw CheckpointError("checkpoint file " + path.string() + " does not exist", path, ENOENT);
   }
-  if (!std::filesystem::is_regular_file(status)) {
-    throw CheckpointError(path.string() + " is not a regular file", path);
-  }
-  auto buffer = detail::read_file_buffer(path.string());
+  if (info->is_directory) throw CheckpointError(path.string() + " is not a regular file", path);
+  auto buffer = detail::read_file_buffer(*storage.open(path), path.string());
   if (buffer->size == 0) {
     throw CheckpointError(path.string() + " is empty (0 bytes): not a checkpoint", path);
   }
@@ -134,7 +134,9 @@ void release_buffer(void* context) {
 
 }  // namespace
 
-void verify_file(const std::filesystem::path& path) { open_verified(path); }
+void verify_file(const std::filesystem::path& path, Storage& storage) {
+  open_verified(path, storage);
+}
 
 std::string temporary_target(const std::string& filename) {
   return detail::temp_target_name(filename);
@@ -186,8 +188,8 @@ c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::st
 
 }  // namespace detail
 
-c10::IValue load_ivalue_file(const std::filesystem::path& path) {
-  return detail::unpickle_archive(open_verified(path), path.string());
+c10::IValue load_ivalue_file(const std::filesystem::path& path, Storage& storage) {
+  return detail::unpickle_archive(open_verified(path, storage), path.string());
 }
 
 uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,
@@ -195,8 +197,8 @@ uint64_t save_state_file(const StateDict& state, const std::filesystem::path& pa
   return save_ivalue_file(state.to_ivalue(), path, storage);
 }
 
-StateDict load_state_file(const std::filesystem::path& path) {
-  return StateDict::from_ivalue(load_ivalue_file(path), path.string());
+StateDict load_state_file(const std::filesystem::path& path, Storage& storage) {
+  return StateDict::from_ivalue(load_ivalue_file(path, storage), path.string());
 }
 
 StateDict checkpoint_to_state(const Checkpoint& checkpoint) {
@@ -233,8 +235,8 @@ uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesyste
   return save_state_file(checkpoint_to_state(checkpoint), path, storage);
 }
 
-Checkpoint load_checkpoint_file(const std::filesystem::path& path) {
-  return checkpoint_from_state(load_state_file(path), path.string());
+Checkpoint load_checkpoint_file(const std::filesystem::path& path, Storage& storage) {
+  return checkpoint_from_state(load_state_file(path, storage), path.string());
 }
 
 }  // namespace ckpt

@@ -65,11 +65,11 @@ int run_list(const std::vector<std::string>& args) {
   require_path(dir, /*want_dir=*/true, "DIR");
 
   std::vector<Listed> files;
-  for (const auto& path : list_checkpoints(dir, prefix, ext)) {
+  for (const auto& path : list_checkpoints(dir, prefix, ext, storage())) {
     files.push_back({path, "checkpoint", verification_error(path)});
   }
   for (const std::string& model_ext : {ext, std::string("safetensors")}) {
-    for (const auto& path : list_checkpoints(dir, prefix + "_model", model_ext)) {
+    for (const auto& path : list_checkpoints(dir, prefix + "_model", model_ext, storage())) {
       files.push_back({path, "model", verification_error(path)});
     }
   }
@@ -89,8 +89,7 @@ int run_list(const std::vector<std::string>& args) {
             << "  " << std::setw(8) << "status"
             << "file\n";
   for (const auto& file : files) {
-    std::error_code ec;
-    const uint64_t size = fs::file_size(file.path, ec);
+    const auto size = file_size(file.path);
     const std::string name = file.path.filename().string();
     const auto digits_end = name.rfind('.');
     const auto digits_begin = name.rfind('_', digits_end) + 1;
@@ -99,7 +98,7 @@ int run_list(const std::vector<std::string>& args) {
     bad += file.error ? 1 : 0;
     std::cout << (load_picks ? "  * " : "    ") << std::left << std::setw(11) << file.kind
               << std::right << std::setw(6) << name.substr(digits_begin, digits_end - digits_begin)
-              << "  " << std::setw(10) << (ec ? std::string("?") : human_bytes(size)) << "  "
+              << "  " << std::setw(10) << (size ? human_bytes(*size) : std::string("?")) << "  "
               << std::left << std::setw(19) << modified_time(file.path) << "  " << std::setw(8)
               << (file.error ? "BAD" : "ok") << relative_to(file.path, dir);
     if (file.error) std::cout << "\n        why: " << *file.error;
@@ -214,8 +213,7 @@ int run_inspect(const std::vector<std::string>& args) {
   const FileKind kind = kind_of(file);
   const c10::IValue root = load_any(file);
   const c10::IValue value = key.empty() ? root : at_key(root, key, file.string());
-  std::error_code ec;
-  const uint64_t size = fs::file_size(file, ec);
+  const uint64_t size = file_size(file).value_or(0);
 
   Totals totals;
   if (vm.count("json")) {
@@ -264,28 +262,30 @@ int run_verify(const std::vector<std::string>& args) {
   std::vector<std::string> empty_dirs;
   for (const auto& argument : vm["PATH"].as<std::vector<std::string>>()) {
     const fs::path path = argument;
-    std::error_code ec;
-    if (!fs::exists(path, ec)) throw UsageError(path.string() + " does not exist");
-    if (!fs::is_directory(path, ec)) {
+    std::optional<FileInfo> info;
+    try {
+      info = storage().stat(path);
+    } catch (const CheckpointError& e) {
+      throw UsageError(path.string() + ": " + e.what());
+    }
+    if (!info) throw UsageError(path.string() + " does not exist");
+    if (!info->is_directory) {
       files.push_back(path);
       continue;
     }
     const std::size_t before = files.size();
     std::vector<fs::path> found;
-    for (auto it = fs::recursive_directory_iterator(path, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      const std::string name = it->path().filename().string();
+    for (const auto& listed : storage().list(path, /*recursive=*/true)) {
+      const std::string name = listed.path.filename().string();
       const std::string ext_suffix = "." + ext;
       auto ends_with = [&](const std::string& suffix) {
         return name.size() > suffix.size() &&
                name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
       };
-      if (it->is_regular_file() && temporary_target(name).empty() &&
-          (ends_with(ext_suffix) || ends_with(".safetensors"))) {
-        found.push_back(it->path());
+      if (temporary_target(name).empty() && (ends_with(ext_suffix) || ends_with(".safetensors"))) {
+        found.push_back(listed.path);
       }
     }
-    if (ec) throw std::runtime_error("cannot list " + path.string() + ": " + ec.message());
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
     if (files.size() == before) empty_dirs.push_back(path.string());

@@ -48,12 +48,13 @@ int run_export(const std::vector<std::string>& args) {
     throw UsageError("invalid --format '" + format + "' (expected pt or safetensors)");
   }
   require_path(file, /*want_dir=*/false, "FILE");
-  std::error_code ec;
   const fs::path out_dir = out_path.has_parent_path() ? out_path.parent_path() : fs::path(".");
-  if (!fs::is_directory(out_dir, ec)) {
+  const auto out_dir_info = storage().stat(out_dir);
+  if (!out_dir_info || !out_dir_info->is_directory) {
     throw UsageError("the directory of -o " + out + " does not exist");
   }
-  if (fs::is_directory(out_path, ec)) throw UsageError("-o " + out + " is a directory");
+  const auto out_info = storage().stat(out_path);
+  if (out_info && out_info->is_directory) throw UsageError("-o " + out + " is a directory");
 
   const c10::IValue root = load_any(file);
   c10::IValue value;
@@ -81,8 +82,8 @@ int run_export(const std::vector<std::string>& args) {
     }
     tensor_bytes += tensor.toTensor().nbytes();
   }
-  const uint64_t written = format == "safetensors" ? save_safetensors_file(weights, out_path)
-                                                   : save_state_file(weights, out_path);
+  const uint64_t written = format == "safetensors" ? save_safetensors_file(weights, out_path, storage())
+                                                   : save_state_file(weights, out_path, storage());
   std::cout << "exported " << weights.size() << " tensors (" << human_bytes(tensor_bytes)
             << ") from " << what << " to " << out_path.string() << " (" << format << ", "
             << human_bytes(written) << ")\n";
@@ -135,9 +136,9 @@ int run_prune(const std::vector<std::string>& args) {
       return false;
     }
   };
-  const std::vector<fs::path> doomed = retention_victims(dir, keep, prefix, ext, verifies);
+  const std::vector<fs::path> doomed = retention_victims(dir, keep, prefix, ext, verifies, storage());
   std::vector<fs::path> candidates;
-  for (const auto& path : list_checkpoints(dir, prefix, ext)) {
+  for (const auto& path : list_checkpoints(dir, prefix, ext, storage())) {
     const fs::path relative = path.lexically_relative(dir);
     if (std::distance(relative.begin(), relative.end()) == 1) candidates.push_back(path);
   }
@@ -162,9 +163,7 @@ int run_prune(const std::vector<std::string>& args) {
                              " verifies: nothing deleted (prune keeps the newest good one)");
   }
   if (!dry_run && !doomed.empty()) {
-    Storage& storage = *Storage::local();
-    for (const auto& path : doomed) storage.remove(path);
-    storage.sync_directory(dir);
+    for (const auto& path : doomed) storage().remove(path);
   }
   std::cout << (dry_run ? "dry run: would delete " : "deleted ") << doomed.size() << ", kept "
             << kept << "\n";

@@ -53,8 +53,10 @@ bool parse_arguments(const std::vector<std::string>& args, po::options_descripti
   return true;
 }
 
+Storage& storage() { return *Storage::local(); }
+
 FileKind kind_of(const fs::path& path) {
-  return is_safetensors_file(path) ? FileKind::kSafetensors : FileKind::kTorchZip;
+  return is_safetensors_file(path, storage()) ? FileKind::kSafetensors : FileKind::kTorchZip;
 }
 
 const char* kind_name(FileKind kind) {
@@ -62,28 +64,32 @@ const char* kind_name(FileKind kind) {
 }
 
 void require_path(const fs::path& path, bool want_dir, const std::string& what) {
-  std::error_code ec;
-  const auto status = fs::status(path, ec);
-  if (!fs::exists(status)) throw UsageError(what + " " + path.string() + " does not exist");
-  if (want_dir && !fs::is_directory(status)) {
+  std::optional<FileInfo> info;
+  try {
+    info = storage().stat(path);
+  } catch (const CheckpointError& e) {
+    throw UsageError(what + " " + path.string() + ": " + e.what());
+  }
+  if (!info) throw UsageError(what + " " + path.string() + " does not exist");
+  if (want_dir && !info->is_directory) {
     throw UsageError(what + " " + path.string() + " is not a directory");
   }
-  if (!want_dir && !fs::is_regular_file(status)) {
+  if (!want_dir && info->is_directory) {
     throw UsageError(what + " " + path.string() + " is not a regular file");
   }
 }
 
 void verify_any(const fs::path& path) {
   if (kind_of(path) == FileKind::kSafetensors) {
-    verify_safetensors_file(path);
+    verify_safetensors_file(path, storage());
   } else {
-    verify_file(path);
+    verify_file(path, storage());
   }
 }
 
 c10::IValue load_any(const fs::path& path) {
-  if (kind_of(path) == FileKind::kSafetensors) return load_safetensors_file(path).to_ivalue();
-  return load_ivalue_file(path);
+  if (kind_of(path) == FileKind::kSafetensors) return load_safetensors_file(path, storage()).to_ivalue();
+  return load_ivalue_file(path, storage());
 }
 
 namespace {
@@ -264,14 +270,22 @@ std::string human_bytes(uint64_t bytes) {
   return out.str();
 }
 
+std::optional<uint64_t> file_size(const fs::path& path) {
+  try {
+    if (const auto info = storage().stat(path)) return info->size;
+  } catch (const CheckpointError&) {
+  }
+  return std::nullopt;
+}
+
 std::string modified_time(const fs::path& path) {
-  std::error_code ec;
-  const auto time = fs::last_write_time(path, ec);
-  if (ec) return "?";
-  // file_time_type's clock is not system_clock in C++17: convert through the current offset.
-  const auto system = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
-      time - fs::file_time_type::clock::now() + std::chrono::system_clock::now());
-  const std::time_t t = std::chrono::system_clock::to_time_t(system);
+  std::optional<FileInfo> info;
+  try {
+    info = storage().stat(path);
+  } catch (const CheckpointError&) {
+  }
+  if (!info || info->mtime_ns == 0) return "?";
+  const std::time_t t = static_cast<std::time_t>(info->mtime_ns / 1000000000);
   std::tm local{};
   localtime_r(&t, &local);
   char text[32];

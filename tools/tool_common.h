@@ -2,6 +2,8 @@
 // Shared by the `ckpt` tool's subcommands: exit codes, argument parsing, reading any ckpt file,
 // and formatting.
 
+#include <ckpt/storage.h>
+
 #include <ATen/core/ivalue.h>
 #include <boost/program_options.hpp>
 
@@ -9,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +46,9 @@ bool parse_arguments(const std::vector<std::string>& args,
 enum class FileKind { kTorchZip, kSafetensors };
 
 FileKind kind_of(const std::filesystem::path& path);
+
+/// The storage every FILE and DIR argument is read and written through (the local filesystem).
+Storage& storage();
 const char* kind_name(FileKind kind);
 
 /// Throws UsageError if `path` does not exist, or is not a regular file (`want_dir` false) / a
@@ -76,6 +82,8 @@ std::string value_string(const c10::IValue& value);
 std::string human_bytes(uint64_t bytes);
 /// File modification time as local "YYYY-MM-DD HH:MM:SS".
 std::string modified_time(const std::filesystem::path& path);
+/// The size of `path` in bytes, or nullopt if it cannot be read.
+std::optional<uint64_t> file_size(const std::filesystem::path& path);
 /// `what` of an exception on one line (LibTorch errors without their backtrace).
 std::string one_line(const std::exception& e);
 

@@ -33,9 +33,10 @@ namespace ckpt {
 
 /// Writes every entry of `tensors` (each must be a CPU tensor of one of the dtypes above; anything
 /// else is a CheckpointError naming the key) to `path`, in insertion order. Atomic and durable
-/// like save_ivalue_file: a temporary `.<name>.ckpt-tmp-XXXXXX` in the same directory, fsync,
-/// rename, directory fsync, all through `storage`; on failure the temporary is removed and
-/// CheckpointError (naming `path`) is thrown, leaving any previous file untouched. `metadata` is
+/// like save_ivalue_file, through `storage` (on the local filesystem: a temporary
+/// `.<name>.ckpt-tmp-XXXXXX` in the same directory, fsync, rename, directory fsync); on failure
+/// nothing new is visible and CheckpointError (naming `path`) is thrown, leaving any previous file
+/// untouched. `metadata` is
 /// added to `__metadata__` (ckpt's own keys win). Returns the bytes written.
 uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::path& path,
                                Storage& storage = *Storage::local(),
@@ -45,14 +46,17 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
 /// in header order. Every length and offset is bounds-checked: the tensors must tile the byte
 /// buffer exactly, each the size its dtype and shape imply. A malformed file, an unknown dtype, a
 /// newer `ckpt_format_version` or a `ckpt_crc32` mismatch throws CheckpointError naming `path`.
-StateDict load_safetensors_file(const std::filesystem::path& path);
+StateDict load_safetensors_file(const std::filesystem::path& path,
+                                Storage& storage = *Storage::local());
 
 /// The `__metadata__` of a safetensors file (empty if it has none), after the same checks as
 /// load_safetensors_file, without building tensors. Throws where it would.
-std::map<std::string, std::string> verify_safetensors_file(const std::filesystem::path& path);
+std::map<std::string, std::string> verify_safetensors_file(
+    const std::filesystem::path& path, Storage& storage = *Storage::local());
 
 /// Whether `path` starts like a safetensors file (a plausible header length followed by `{`)
 /// rather than a zip container. False for unreadable or short files.
-bool is_safetensors_file(const std::filesystem::path& path);
+bool is_safetensors_file(const std::filesystem::path& path,
+                         Storage& storage = *Storage::local());
 
 }  // namespace ckpt

@@ -20,16 +20,17 @@ inline constexpr int64_t kFormatVersion = 1;
 /// Writes `value` to `path` in the zip container Python's `torch.save` writes: a protocol-2 pickle
 /// (`data.pkl`) whose tensors refer to raw little-endian storage records (`data/0`, ...). Storages
 /// shared between tensors are written once. Tensor bytes stream from the tensors' own memory to the
-/// file. The write is atomic: a temporary in the same directory (`.<name>.ckpt-tmp-XXXXXX`) is
-/// written, fsynced and renamed over `path`, and the directory is fsynced; on failure the temporary
-/// is removed and CheckpointError (naming `path` and the system's reason) is thrown, leaving any
-/// previous file at `path` untouched. The parent directory must exist. All writes, fsyncs, renames
-/// and removals go through `storage`. Returns the bytes written.
+/// storage. The write is atomic and durable (Storage::create, WritableFile::commit; on the local
+/// filesystem a temporary `.<name>.ckpt-tmp-XXXXXX` in the same directory is written, fsynced and
+/// renamed over `path`, and the directory is fsynced); on failure nothing new is visible and
+/// CheckpointError (naming `path` and the reason) is thrown, leaving any previous file at `path`
+/// untouched. The parent directory must exist. Returns the bytes written.
 uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path,
                           Storage& storage = *Storage::local());
 
 /// If `filename` (a name, not a path) is a temporary of a save_ivalue_file that did not finish
-/// (`.<name>.ckpt-tmp-XXXXXX`), returns `<name>`; otherwise an empty string.
+/// (`.<name>.ckpt-tmp-XXXXXX`, LocalStorage's temporaries), returns `<name>`; otherwise an empty
+/// string.
 std::string temporary_target(const std::string& filename);
 
 /// Reads a file written by save_ivalue_file or by Python's `torch.save` (dicts, OrderedDicts,
@@ -39,19 +40,20 @@ std::string temporary_target(const std::string& filename);
 /// and the `torch.*Storage` types. Anything else, or a malformed file, throws CheckpointError
 /// naming `path`. The file is verified first (see verify_file). Tensors are CPU tensors that share
 /// one buffer holding the file's bytes (no copy per tensor); the buffer is freed when the last of
-/// them is.
-c10::IValue load_ivalue_file(const std::filesystem::path& path);
+/// them is. Reads go through `storage`.
+c10::IValue load_ivalue_file(const std::filesystem::path& path,
+                             Storage& storage = *Storage::local());
 
 /// Checks that `path` is an intact file ckpt can read, without unpickling it: the whole-file
 /// CRC-32 that ckpt writes into every file (or, for files written by Python, every record's zip
 /// CRC-32), the zip structure, the format version and the presence of `data.pkl`. Throws
 /// CheckpointError naming the file and what is wrong (e.g. the damaged record).
-void verify_file(const std::filesystem::path& path);
+void verify_file(const std::filesystem::path& path, Storage& storage = *Storage::local());
 
 /// True if `path` ends with the checksum comment ckpt writes into every file, i.e. ckpt wrote it
-/// (cheap: reads the last bytes; does not verify, see verify_file). False for files written by
+/// (cheap: one range read of the last bytes; does not verify, see verify_file). False for files written by
 /// Python, for other files and for unreadable ones.
-bool is_ckpt_file(const std::filesystem::path& path);
+bool is_ckpt_file(const std::filesystem::path& path, Storage& storage = *Storage::local());
 
 /// Writes `contents` to `path` atomically and durably like save_ivalue_file (temporary, fsync,
 /// rename, directory fsync, all through `storage`), for small text files such as the latest
@@ -64,7 +66,7 @@ uint64_t save_state_file(const StateDict& state, const std::filesystem::path& pa
                          Storage& storage = *Storage::local());
 /// load_ivalue_file, requiring a dict with string keys at the top (Python's `OrderedDict` from
 /// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
-StateDict load_state_file(const std::filesystem::path& path);
+StateDict load_state_file(const std::filesystem::path& path, Storage& storage = *Storage::local());
 
 /// The dict save_checkpoint_file writes for `checkpoint`: PyMarlin's three keys, then
 /// `registered_state`, `hyperparameters` and `ckpt_metadata` for those parts that are not empty.
@@ -80,6 +82,7 @@ uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesyste
                               Storage& storage = *Storage::local());
 /// Reads PyMarlin's layout and ckpt's optional keys. A missing key or a None value gives an empty
 /// state; any other key is an error naming it.
-Checkpoint load_checkpoint_file(const std::filesystem::path& path);
+Checkpoint load_checkpoint_file(const std::filesystem::path& path,
+                                Storage& storage = *Storage::local());
 
 }  // namespace ckpt

@@ -1,15 +1,13 @@
 #include "detail/atomic_file.h"
 
+#include "detail/temporary_name.h"
+
 #include <ckpt/checkpoint_error.h>
 
 namespace ckpt::detail {
 namespace {
 
 constexpr std::size_t kBufferSize = 1 << 20;
-
-std::filesystem::path directory_of(const std::filesystem::path& path) {
-  return path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-}
 
 }  // namespace
 
@@ -23,29 +21,9 @@ std::string temp_target_name(const std::string& filename) {
 }
 
 AtomicFile::AtomicFile(Storage& storage, std::filesystem::path destination)
-    : storage_(storage), destination_(std::move(destination)) {
-  guarded([&] {
-    file_ = storage_.create_unique(directory_of(destination_),
-                                   "." + destination_.filename().string() + kTempMarker,
-                                   &temp_path_);
-  });
+    : destination_(std::move(destination)) {
+  guarded([&] { file_ = storage.create(destination_); });
   buffer_.reserve(kBufferSize);
-}
-
-AtomicFile::~AtomicFile() {
-  if (!committed_) discard();
-}
-
-void AtomicFile::discard() noexcept {
-  file_.reset();
-  if (!temp_path_.empty()) {
-    try {
-      storage_.remove(temp_path_);
-    } catch (...) {
-      // Best effort: the temporary is recognisably named and removed at the next start.
-    }
-    temp_path_.clear();
-  }
 }
 
 template <class F>
@@ -53,7 +31,7 @@ void AtomicFile::guarded(F&& step) {
   try {
     step();
   } catch (const CheckpointError& e) {
-    discard();
+    file_.reset();  // discards the write
     throw CheckpointError("cannot save " + destination_.string() + ": " + e.what(), destination_,
                           e.error_number());
   }
@@ -66,7 +44,10 @@ void AtomicFile::flush_buffer() {
 }
 
 void AtomicFile::write(const void* data, std::size_t size) {
-  if (!file_) throw CheckpointError("cannot save " + destination_.string() + ": write after failure", destination_);
+  if (!file_) {
+    throw CheckpointError("cannot save " + destination_.string() + ": write after failure",
+                          destination_);
+  }
   const char* bytes = static_cast<const char*>(data);
   bytes_ += size;
   if (buffer_.size() + size <= kBufferSize) {
@@ -82,21 +63,13 @@ void AtomicFile::write(const void* data, std::size_t size) {
 }
 
 void AtomicFile::commit() {
-  flush_buffer();
-  guarded([&] {
-    file_->sync();
-    file_->close();
-    storage_.rename(temp_path_, destination_);
-  });
-  committed_ = true;
-  file_.reset();
-  // The new file is complete under its name; only its durability is pending.
-  try {
-    storage_.sync_directory(directory_of(destination_));
-  } catch (const CheckpointError& e) {
-    throw CheckpointError("cannot save " + destination_.string() + ": " + e.what(), destination_,
-                          e.error_number());
+  if (!file_) {
+    throw CheckpointError("cannot save " + destination_.string() + ": commit after failure",
+                          destination_);
   }
+  flush_buffer();
+  guarded([&] { file_->commit(); });
+  file_.reset();
 }
 
 }  // namespace ckpt::detail

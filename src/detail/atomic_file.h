@@ -10,25 +10,19 @@
 
 namespace ckpt::detail {
 
-/// The marker in the names of ckpt's temporaries: `.<final name>.ckpt-tmp-XXXXXX`.
-inline constexpr const char* kTempMarker = ".ckpt-tmp-";
-
-/// If `filename` is one of ckpt's temporaries, the final name it was being written for.
-std::string temp_target_name(const std::string& filename);
-
-/// A file written under a temporary name in the destination's directory and renamed over the
-/// destination by commit(): readers see the old file or the complete new one, never a torn one.
-/// Destroying it uncommitted, or any failure, removes the temporary.
+/// A file written through Storage::create: invisible until commit(), then whole and durable.
+/// Small writes are gathered into 1 MiB appends; large ones go straight from the caller's memory.
+/// Every failure is rethrown as "cannot save <destination>: <reason>", and destroying it
+/// uncommitted discards the write.
 class AtomicFile {
  public:
   AtomicFile(Storage& storage, std::filesystem::path destination);
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
-  ~AtomicFile();
 
-  /// Appends bytes (small writes are buffered). Throws CheckpointError naming the destination.
+  /// Appends bytes. Throws CheckpointError naming the destination.
   void write(const void* data, std::size_t size);
-  /// Flushes, fsyncs, closes, renames over the destination and fsyncs the directory.
+  /// Flushes and commits (Storage's WritableFile::commit).
   void commit();
 
   uint64_t bytes_written() const noexcept { return bytes_; }
@@ -37,13 +31,9 @@ class AtomicFile {
   void flush_buffer();
   template <class F>
   void guarded(F&& step);
-  void discard() noexcept;
 
-  Storage& storage_;
   std::filesystem::path destination_;
-  std::filesystem::path temp_path_;
   std::unique_ptr<WritableFile> file_;
-  bool committed_ = false;
   uint64_t bytes_ = 0;
   std::string buffer_;
 };

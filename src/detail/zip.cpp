@@ -5,10 +5,7 @@
 #include <isa-l/crc.h>
 #include <zlib.h>
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -213,22 +210,10 @@ void ZipWriter::finish() {
 
 // ---------------------------------------------------------------- reader
 
-std::shared_ptr<FileBuffer> read_file_buffer(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int error_number = errno;
-    throw CheckpointError("cannot open " + path + ": " + std::strerror(error_number), path,
-                          error_number);
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int error_number = errno;
-    ::close(fd);
-    throw CheckpointError("cannot stat " + path + ": " + std::strerror(error_number), path,
-                          error_number);
-  }
+std::shared_ptr<FileBuffer> read_file_buffer(const RandomAccessFile& file,
+                                             const std::string& path) {
   auto buffer = std::make_shared<FileBuffer>();
-  buffer->size = static_cast<std::size_t>(st.st_size);
+  buffer->size = static_cast<std::size_t>(file.size());
   // Large buffers in transparent huge pages where the system allows it: a fresh buffer costs a
   // page fault per page, which dominates the time a large load takes.
   const std::size_t alignment = buffer->size >= kHugePage ? kHugePage : kAlignment;
@@ -239,25 +224,11 @@ std::shared_ptr<FileBuffer> read_file_buffer(const std::string& path) {
     ::madvise(buffer->data.get(), capacity, MADV_HUGEPAGE);  // advice only: failure is harmless
   }
   if (!buffer->data) {
-    ::close(fd);
     throw CheckpointError("cannot read " + path + ": out of memory for " +
                               std::to_string(buffer->size) + " bytes",
                           path, ENOMEM);
   }
-  std::size_t done = 0;
-  while (done < buffer->size) {
-    const ssize_t n = ::read(fd, buffer->data.get() + done, buffer->size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error_number = n < 0 ? errno : 0;
-      ::close(fd);
-      throw CheckpointError("cannot read " + path + ": " +
-                                (n < 0 ? std::strerror(error_number) : "file shrank while reading"),
-                            path, error_number);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
+  file.read(0, buffer->size, buffer->data.get());
   return buffer;
 }
 

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <ckpt/storage.h>
+
 #include <ATen/core/ivalue.h>
 
 #include <cstddef>
@@ -56,8 +58,8 @@ struct FileBuffer {
   std::size_t size = 0;
 };
 
-/// Reads `size` bytes from an open file into an aligned buffer.
-std::shared_ptr<FileBuffer> read_file_buffer(const std::string& path);
+/// Reads the whole of `file` into an aligned buffer (`path` names it in errors).
+std::shared_ptr<FileBuffer> read_file_buffer(const RandomAccessFile& file, const std::string& path);
 
 /// A parsed zip container. Every offset and size is checked against the buffer, so a damaged or
 /// hostile file throws CheckpointError (naming `source`) instead of reading out of bounds.

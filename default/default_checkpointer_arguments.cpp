@@ -1,0 +1,253 @@
+#include <ckpt/default_checkpointer_arguments.h>
+
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/logger.h>
+
+#include "file_names.h"
+
+#include <boost/program_options.hpp>
+
+#include <cerrno>
+#include <cmath>
+#include <sstream>
+#include <variant>
+
+namespace po = boost::program_options;
+
+namespace ckpt {
+namespace {
+
+using Args = DefaultCheckpointerArguments;
+
+// Every option once: its name (the flag after `--<prefix>.` and the key in a config file's
+// `[<prefix>]` section and in the stored hyperparameters), the field, and its help text. The
+// command-line binding and options_state are both generated from this table.
+struct Option {
+  const char* name;
+  std::variant<bool Args::*, int64_t Args::*, double Args::*, std::string Args::*,
+               std::filesystem::path Args::*, std::optional<std::filesystem::path> Args::*,
+               std::optional<std::string> Args::*>
+      field;
+  const char* help;
+};
+
+const Option kOptions[] = {
+    {"checkpoint", &Args::checkpoint,
+     "save checkpoints at all (false: nothing is written, not even forced saves)"},
+    {"delete_existing_checkpoints", &Args::delete_existing_checkpoints,
+     "at start, delete this checkpointer's own files (<prefix>_<N>.<ext>, "
+     "<prefix>_model_<N>.<ext>) from save_dir and model_state_save_dir"},
+    {"period", &Args::period, "save when index (epoch) % period == 0; must be >= 1"},
+    {"save_dir", &Args::save_dir, "directory for checkpoints (created if missing)"},
+    {"model_state_save_dir", &Args::model_state_save_dir,
+     "directory for the final model weights; empty disables them"},
+    {"load_dir", &Args::load_dir,
+     "directory to resume from (newest <prefix>_<N>.<ext>, searched recursively); "
+     "unset: start fresh"},
+    {"load_filename", &Args::load_filename,
+     "file inside load_dir to resume from instead of the newest; must exist"},
+    {"file_prefix", &Args::file_prefix, "file name prefix"},
+    {"file_ext", &Args::file_ext, "file extension, without the dot"},
+    {"model_format", &Args::model_format,
+     "format of the final model weights: pt, or safetensors (<prefix>_model_<N>.safetensors)"},
+    {"log_level", &Args::log_level,
+     "ckpt's log level: trace, debug, info, warning, error, critical, off"},
+    {"every_n_train_steps", &Args::every_n_train_steps,
+     "also save every N optimizer steps, mid-epoch as <prefix>_<epoch>_step_<step>.<ext>; "
+     "0: off"},
+    {"train_time_interval", &Args::train_time_interval,
+     "also save after this many seconds of training since the last save; 0: off"},
+    {"save_on_signal", &Args::save_on_signal,
+     "on SIGTERM/SIGINT finish the step, save, and exit with code 3"},
+    {"keep_last_n", &Args::keep_last_n,
+     "keep only the newest N resumable checkpoints in save_dir; 0: keep all"},
+    {"save_top_k", &Args::save_top_k,
+     "also keep the K best checkpoints by monitor as <prefix>_best_<N>.<ext>; 0: off"},
+    {"monitor", &Args::monitor,
+     "metric ranking the best checkpoints (sample trainer: val_loss, val_acc, train_loss)"},
+    {"mode", &Args::mode, "min: lower monitor is better; max: higher is better"},
+    {"latest_pointer", &Args::latest_pointer,
+     "write <prefix>_latest naming the newest complete checkpoint"},
+    {"save_weights_only", &Args::save_weights_only,
+     "checkpoints hold the module state only (a resume from one restarts training)"},
+    {"strict_registered_state", &Args::strict_registered_state,
+     "registered states missing from or unknown to a checkpoint are an error (false: warning)"},
+    {"disk_margin_mb", &Args::disk_margin_mb,
+     "a save needs its expected size plus this many MiB free, or fails before writing"},
+    {"async", &Args::async,
+     "save in the background: save() blocks only while it copies the state; one save in "
+     "flight, its failure thrown by the next call"},
+};
+
+std::string shortest(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+// The binding of one field of `args`, showing the default of `defaults`.
+struct Binder {
+  Args& args;
+  const Args& defaults;
+
+  po::value_semantic* operator()(bool Args::*field) const {
+    return po::value<bool>(&(args.*field))
+        ->default_value(defaults.*field, defaults.*field ? "true" : "false");
+  }
+  po::value_semantic* operator()(int64_t Args::*field) const {
+    return po::value<int64_t>(&(args.*field))->default_value(defaults.*field);
+  }
+  po::value_semantic* operator()(double Args::*field) const {
+    return po::value<double>(&(args.*field))
+        ->default_value(defaults.*field, shortest(defaults.*field));
+  }
+  po::value_semantic* operator()(std::string Args::*field) const {
+    return po::value<std::string>(&(args.*field))->default_value(defaults.*field);
+  }
+  po::value_semantic* operator()(std::filesystem::path Args::*field) const {
+    Args* target = &args;
+    return po::value<std::string>()
+        ->default_value((defaults.*field).string())
+        ->notifier([target, field](const std::string& v) { target->*field = v; });
+  }
+  template <class T>
+  po::value_semantic* operator()(std::optional<T> Args::*field) const {
+    Args* target = &args;  // unset by default; an empty value leaves it unset
+    return po::value<std::string>()->notifier([target, field](const std::string& v) {
+      if (!v.empty()) target->*field = T(v);
+    });
+  }
+};
+
+// The stored form of one field: what Python's json or torch.load would show.
+struct Stored {
+  const Args& args;
+
+  template <class T>
+  c10::IValue operator()(T Args::*field) const {
+    const T& value = args.*field;
+    if constexpr (std::is_same_v<T, std::filesystem::path>) {
+      return value.string();
+    } else if constexpr (std::is_same_v<T, std::optional<std::filesystem::path>> ||
+                         std::is_same_v<T, std::optional<std::string>>) {
+      if (!value) return c10::IValue();
+      return std::filesystem::path(*value).string();
+    } else {
+      return value;
+    }
+  }
+};
+
+// `dir` (the option `field`) must be a directory or nothing, in a location `storage` takes.
+void require_directory_or_nothing(Storage& storage, const std::filesystem::path& dir,
+                                  const char* field) {
+  std::optional<FileInfo> info;
+  try {
+    info = storage.stat(dir);
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("invalid ") + field + " " + dir.string() + ": " + e.what(),
+                          dir, e.error_number());
+  }
+  if (info && !info->is_directory) {
+    throw CheckpointError(std::string("invalid ") + field + " " + dir.string() +
+                              ": exists and is not a directory",
+                          dir, ENOTDIR);
+  }
+}
+
+}  // namespace
+
+void DefaultCheckpointerArguments::validate(Storage& storage) const {
+  if (period < 1) {
+    throw CheckpointError("invalid period " + std::to_string(period) + ": must be >= 1");
+  }
+  if (file_prefix.empty()) throw CheckpointError("invalid file_prefix '': must not be empty");
+  if (file_prefix.find('/') != std::string::npos) {
+    throw CheckpointError("invalid file_prefix '" + file_prefix + "': must not contain '/'");
+  }
+  if (file_ext.empty() || file_ext.find('/') != std::string::npos || file_ext.front() == '.') {
+    throw CheckpointError("invalid file_ext '" + file_ext +
+                          "': must be a non-empty extension without the dot");
+  }
+  if (model_format != "pt" && model_format != detail::kSafetensorsExt) {
+    throw CheckpointError("invalid model_format '" + model_format +
+                          "': expected pt or safetensors");
+  }
+  if (save_dir.empty()) throw CheckpointError("invalid save_dir '': must not be empty");
+  require_directory_or_nothing(storage, save_dir, "save_dir");
+  if (!model_state_save_dir.empty()) {
+    require_directory_or_nothing(storage, model_state_save_dir, "model_state_save_dir");
+  }
+  if (load_filename && load_filename->empty()) {
+    throw CheckpointError("invalid load_filename '': leave it unset instead");
+  }
+  // Checked here, before construction deletes anything, so that a typo loses nothing.
+  if (load_filename && (!load_dir || load_dir->empty())) {
+    throw CheckpointError("invalid load_filename '" + *load_filename +
+                          "': it names a file inside load_dir, which is unset");
+  }
+  if (load_dir && !load_dir->empty()) {
+    try {
+      storage.stat(*load_dir);  // a location the storage does not take is refused here, by name
+    } catch (const CheckpointError& e) {
+      throw CheckpointError("invalid load_dir " + load_dir->string() + ": " + e.what(), *load_dir,
+                            e.error_number());
+    }
+  }
+  if (load_filename && !storage.stat(*load_dir / *load_filename)) {
+    const auto path = *load_dir / *load_filename;
+    throw CheckpointError("invalid load_filename " + path.string() + ": does not exist", path,
+                          ENOENT);
+  }
+  if (every_n_train_steps < 0) {
+    throw CheckpointError("invalid every_n_train_steps " + std::to_string(every_n_train_steps) +
+                          ": must be >= 0 (0: off)");
+  }
+  if (!(train_time_interval >= 0) || !std::isfinite(train_time_interval)) {
+    throw CheckpointError("invalid train_time_interval " + std::to_string(train_time_interval) +
+                          ": must be a number of seconds >= 0 (0: off)");
+  }
+  if (keep_last_n < 0) {
+    throw CheckpointError("invalid keep_last_n " + std::to_string(keep_last_n) +
+                          ": must be >= 0 (0: keep all)");
+  }
+  if (save_top_k < 0) {
+    throw CheckpointError("invalid save_top_k " + std::to_string(save_top_k) +
+                          ": must be >= 0 (0: off)");
+  }
+  if (save_top_k > 0 && monitor.empty()) {
+    throw CheckpointError("invalid save_top_k " + std::to_string(save_top_k) +
+                          ": needs monitor, the metric that ranks checkpoints (e.g. val_loss)");
+  }
+  if (mode != "min" && mode != "max") {
+    throw CheckpointError("invalid mode '" + mode + "': must be min or max");
+  }
+  if (!(disk_margin_mb >= 0) || !std::isfinite(disk_margin_mb)) {
+    throw CheckpointError("invalid disk_margin_mb " + std::to_string(disk_margin_mb) +
+                          ": must be >= 0");
+  }
+  // Throws naming the level if unknown; applying it here also makes the level take effect.
+  set_log_level(log_level);
+}
+
+po::options_description default_checkpointer_options(DefaultCheckpointerArguments& args,
+                                                     const std::string& prefix) {
+  const DefaultCheckpointerArguments defaults;
+  po::options_description desc("Checkpointer options (" + prefix + ")");
+  auto add = desc.add_options();
+  for (const Option& option : kOptions) {
+    add((prefix + "." + option.name).c_str(), std::visit(Binder{args, defaults}, option.field),
+        option.help);
+  }
+  return desc;
+}
+
+StateDict options_state(const DefaultCheckpointerArguments& args, const std::string& prefix) {
+  StateDict state;
+  for (const Option& option : kOptions) {
+    state.insert_or_assign(prefix + "." + option.name, std::visit(Stored{args}, option.field));
+  }
+  return state;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,125 @@
+#pragma once
+
+#include <ckpt/state_dict.h>
+#include <ckpt/storage.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace boost {
+namespace program_options {
+class options_description;
+}  // namespace program_options
+}  // namespace boost
+
+namespace ckpt {
+
+/// Options of DefaultCheckpointer: PyMarlin's `DefaultCheckpointerArguments`, field for field.
+struct DefaultCheckpointerArguments {
+  /// Master switch: when false nothing is ever written, not even with `force`. Default: true.
+  bool checkpoint = true;
+  /// At construction, delete this checkpointer's own files (names `{file_prefix}_{N}.{file_ext}`
+  /// and `{file_prefix}_model_{N}.{file_ext}`) from `save_dir` and `model_state_save_dir`, top
+  /// level only. Other files are never touched. Default: false.
+  bool delete_existing_checkpoints = false;
+  /// Save every `period` indexes (epochs): when `index % period == 0`. Must be >= 1. Default: 1.
+  int64_t period = 1;
+  /// Where checkpoints are written; created if missing. Default: `<cwd>/checkpoints`.
+  std::filesystem::path save_dir = std::filesystem::current_path() / "checkpoints";
+  /// Where save_model writes the weights; empty disables save_model. Default: `<cwd>/checkpoints`.
+  std::filesystem::path model_state_save_dir = std::filesystem::current_path() / "checkpoints";
+  /// Where load() looks for a checkpoint; unset means start fresh. Default: unset.
+  std::optional<std::filesystem::path> load_dir;
+  /// A file name inside `load_dir` to load instead of the newest checkpoint. Default: unset.
+  std::optional<std::string> load_filename;
+  /// First part of every file name. Default: "model".
+  std::string file_prefix = "model";
+  /// File extension, without the dot. Default: "pt".
+  std::string file_ext = "pt";
+  /// Format of the files save_model writes: "pt" (the torch.save zip, named
+  /// `{file_prefix}_model_{N}.{file_ext}`) or "safetensors" (named
+  /// `{file_prefix}_model_{N}.safetensors` whatever `file_ext` is; see ckpt/safetensors.h).
+  /// Checkpoints are always "pt". Default: "pt".
+  std::string model_format = "pt";
+  /// Level of ckpt's logger: trace, debug, info, warning, error, critical, off. Default: "INFO".
+  std::string log_level = "INFO";
+  /// Save in the background: save() copies the state into staging memory (reused from one save
+  /// to the next, as large as the largest checkpoint) and returns; one background thread writes
+  /// the file exactly as a synchronous save would. One save is in flight at a time: the next
+  /// save() waits for it. A background failure is thrown by the next save(), save_model(), load(),
+  /// check() or wait(). Default: false.
+  bool async = false;
+
+  // ---- When to save (besides every `period` epochs) ----
+  /// Also save every N optimizer steps (global step % N == 0), mid-epoch as
+  /// `{file_prefix}_{epoch}_step_{step}.{file_ext}`. 0: off. Default: 0.
+  int64_t every_n_train_steps = 0;
+  /// Also save when this many seconds of training have passed since the last save. 0: off.
+  /// Default: 0.
+  double train_time_interval = 0;
+  /// On SIGTERM or SIGINT the trainer finishes the step, saves, and exits with code 3 (a second
+  /// signal exits at once). false: the signals keep their default action. Default: true.
+  bool save_on_signal = true;
+
+  // ---- What to keep ----
+  /// Keep only the newest N resumable checkpoints in `save_dir` (epoch and step checkpoints, not
+  /// best ones); older ones of ours are deleted once the new one is durable. 0: keep all.
+  /// Default: 0.
+  int64_t keep_last_n = 0;
+  /// Also keep the K best checkpoints by `monitor` as `{file_prefix}_best_{index}.{file_ext}`, a
+  /// pool separate from the resumable ones. 0: off. Default: 0.
+  int64_t save_top_k = 0;
+  /// The validation metric that ranks best checkpoints (e.g. val_loss, val_acc); required when
+  /// save_top_k > 0. Default: empty.
+  std::string monitor;
+  /// "min" (lower is better) or "max". Default: "min".
+  std::string mode = "min";
+  /// Write `{file_prefix}_latest` in `save_dir` naming the newest complete checkpoint; load()
+  /// prefers it when it is valid. Default: true.
+  bool latest_pointer = true;
+  /// Periodic and step checkpoints hold the module state only (no optimizer, scheduler or
+  /// position): smaller, but a resume from one restarts training with those weights.
+  /// Default: false.
+  bool save_weights_only = false;
+  /// A checkpoint whose registered states (Trainer::register_for_checkpointing) do not match the
+  /// registered names is an error; false: a warning. Default: true.
+  bool strict_registered_state = true;
+  /// Disk pre-flight: a save needs the checkpoint's expected size plus this many MiB free in
+  /// `save_dir`, after retention has freed what it may; otherwise it fails before writing.
+  /// Default: 1.
+  double disk_margin_mb = 1;
+
+  /// Throws CheckpointError naming the field and value if an option is out of range (including
+  /// save_top_k without monitor, and mode other than min/max), if
+  /// `save_dir` or `model_state_save_dir` is an existing non-directory or a location `storage`
+  /// does not take (e.g. `s3://...` for the local filesystem), or if `load_filename` is
+  /// set without `load_dir` or names no existing file (checked here so that a typo is refused
+  /// before `delete_existing_checkpoints` deletes anything). Also applies `log_level` to ckpt's
+  /// logger.
+  void validate(Storage& storage = *Storage::local()) const;
+};
+
+/// Binds every DefaultCheckpointerArguments field to `--<prefix>.<field>`, with help text and
+/// defaults, writing parsed values into `args` on `boost::program_options::notify`. A config file
+/// parsed with the same description takes the same names from a `[<prefix>]` section. Bools accept
+/// true/false/yes/no/1/0 (and on/off). `args` must outlive the parse.
+///
+///   ckpt::DefaultCheckpointerArguments args;
+///   po::options_description desc;
+///   desc.add(ckpt::default_checkpointer_options(args));
+///   po::variables_map vm;
+///   po::store(po::parse_command_line(argc, argv, desc), vm);     // command line first: it wins
+///   po::store(po::parse_config_file<char>("run.ini", desc), vm);  // then [chkp] from the file
+///   po::notify(vm);
+///   args.validate();
+boost::program_options::options_description default_checkpointer_options(
+    DefaultCheckpointerArguments& args, const std::string& prefix = "chkp");
+
+/// The resolved options as a flat dict keyed by flag name without the dashes
+/// (`<prefix>.period`, ...), as stored in a checkpoint's hyperparameters.
+StateDict options_state(const DefaultCheckpointerArguments& args,
+                        const std::string& prefix = "chkp");
+
+}  // namespace ckpt
