@@ -351,7 +351,15 @@ void LocalStorage::remove(const std::filesystem::path& path) {
 
 void LocalStorage::create_directories(const std::filesystem::path& directory) {
   require_local(directory);
+  // A new directory's name is an entry of its parent: fsync every parent that gained one, or a
+  // power loss can take the directory, and every durable checkpoint in it, away again.
+  std::vector<std::filesystem::path> created;
+  for (auto dir = directory; !dir.empty() && !fs_->stat(dir); dir = dir.parent_path()) {
+    created.push_back(dir);
+    if (dir == dir.parent_path()) break;
+  }
   fs_->create_directories(directory);
+  for (auto it = created.rbegin(); it != created.rend(); ++it) fs_->sync_directory(directory_of(*it));
 }
 
 std::optional<uint64_t> LocalStorage::available_space(const std::filesystem::path& directory) {

@@ -2,6 +2,7 @@
 
 #include "tool_common.h"
 
+#include <ckpt/checkpoint_error.h>
 #include <ckpt/default_checkpointer.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
@@ -89,7 +90,7 @@ int run_list(const std::vector<std::string>& args) {
             << "  " << std::setw(8) << "status"
             << "file\n";
   for (const auto& file : files) {
-    const auto size = file_size(file.path);
+    const auto size = stored_size(file.path);
     const std::string name = file.path.filename().string();
     const auto digits_end = name.rfind('.');
     const auto digits_begin = name.rfind('_', digits_end) + 1;
@@ -213,7 +214,7 @@ int run_inspect(const std::vector<std::string>& args) {
   const FileKind kind = kind_of(file);
   const c10::IValue root = load_any(file);
   const c10::IValue value = key.empty() ? root : at_key(root, key, file.string());
-  const uint64_t size = file_size(file).value_or(0);
+  const uint64_t size = stored_size(file).value_or(0);
 
   Totals totals;
   if (vm.count("json")) {

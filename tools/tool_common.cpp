@@ -270,7 +270,7 @@ std::string human_bytes(uint64_t bytes) {
   return out.str();
 }
 
-std::optional<uint64_t> file_size(const fs::path& path) {
+std::optional<uint64_t> stored_size(const fs::path& path) {
   try {
     if (const auto info = storage().stat(path)) return info->size;
   } catch (const CheckpointError&) {

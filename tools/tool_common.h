@@ -83,7 +83,7 @@ std::string human_bytes(uint64_t bytes);
 /// File modification time as local "YYYY-MM-DD HH:MM:SS".
 std::string modified_time(const std::filesystem::path& path);
 /// The size of `path` in bytes, or nullopt if it cannot be read.
-std::optional<uint64_t> file_size(const std::filesystem::path& path);
+std::optional<uint64_t> stored_size(const std::filesystem::path& path);
 /// `what` of an exception on one line (LibTorch errors without their backtrace).
 std::string one_line(const std::exception& e);
 
