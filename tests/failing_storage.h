@@ -1,14 +1,18 @@
 #pragma once
-// A Storage that fails on demand: the n-th call of a chosen operation throws the CheckpointError
-// the local filesystem would throw for a given errno. Counts every call, so a test can first
-// record how many calls of each kind a save makes, then fail each of them in turn.
+// Fault injection at the level of the system calls LocalStorage is made of: FailingFileSystem is
+// a PosixFileSystem whose n-th call of a chosen operation throws the CheckpointError the real one
+// would throw for a given errno. It counts every call, so a test can first record how many calls
+// of each kind a save makes, then fail each of them in turn. FailingStorage is the LocalStorage
+// over one, for code that takes a Storage (DefaultCheckpointer, save_*_file).
 
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/local_storage.h>
 #include <ckpt/storage.h>
 
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -37,9 +41,12 @@ inline const std::vector<Op>& all_ops() {
   return ops;
 }
 
-class FailingStorage final : public StorageWrapper {
+/// The real system calls (or `target`'s), failing on demand. Op::create is create_unique (the
+/// temporary), Op::remove is unlink (of a checkpoint or of a discarded temporary).
+class FailingFileSystem final : public PosixFileSystemWrapper {
  public:
-  FailingStorage() : StorageWrapper(Storage::local()) {}
+  explicit FailingFileSystem(std::shared_ptr<PosixFileSystem> target = PosixFileSystem::real())
+      : PosixFileSystemWrapper(std::move(target)) {}
 
   /// Makes the `nth` (0-based, counted from now) call of `op` fail with `error_number`.
   void fail(Op op, int nth, int error_number) {
@@ -49,48 +56,52 @@ class FailingStorage final : public StorageWrapper {
     errno_ = error_number;
     armed_ = true;
   }
-  void disarm() { armed_ = false; }
+  void disarm() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    armed_ = false;
+  }
   int count(Op op) {
     std::lock_guard<std::mutex> lock(mutex_);
     return counts_[op];
   }
-  /// Every path created, renamed to or removed, in order ("create:<path>", ...).
+  /// Every path created (the temporary), renamed to or removed, in order: "create:<path>",
+  /// "rename:<to>", "remove:<path>".
   std::vector<std::string> journal() {
     std::lock_guard<std::mutex> lock(mutex_);
     return journal_;
   }
 
-  std::unique_ptr<WritableFile> create_unique(const std::filesystem::path& directory,
-                                              const std::string& name_prefix,
-                                              std::filesystem::path* path) override {
+  std::unique_ptr<File> create_unique(const std::filesystem::path& directory,
+                                      const std::string& name_prefix,
+                                      std::filesystem::path* path) override {
     check(Op::create, directory);
-    auto file = StorageWrapper::create_unique(directory, name_prefix, path);
+    auto file = PosixFileSystemWrapper::create_unique(directory, name_prefix, path);
     record("create:" + path->string());
-    return std::make_unique<File>(*this, std::move(file), *path);
+    return std::make_unique<FailingFile>(*this, std::move(file), *path);
   }
   void rename(const std::filesystem::path& from, const std::filesystem::path& to) override {
     check(Op::rename, to);
     record("rename:" + to.string());
-    StorageWrapper::rename(from, to);
+    PosixFileSystemWrapper::rename(from, to);
   }
   void remove(const std::filesystem::path& path) override {
     check(Op::remove, path);
     record("remove:" + path.string());
-    StorageWrapper::remove(path);
+    PosixFileSystemWrapper::remove(path);
   }
   void sync_directory(const std::filesystem::path& directory) override {
     check(Op::sync_directory, directory);
-    StorageWrapper::sync_directory(directory);
+    PosixFileSystemWrapper::sync_directory(directory);
   }
   void create_directories(const std::filesystem::path& directory) override {
     check(Op::create_directories, directory);
-    StorageWrapper::create_directories(directory);
+    PosixFileSystemWrapper::create_directories(directory);
   }
 
  private:
-  class File final : public WritableFile {
+  class FailingFile final : public File {
    public:
-    File(FailingStorage& owner, std::unique_ptr<WritableFile> inner, std::filesystem::path path)
+    FailingFile(FailingFileSystem& owner, std::unique_ptr<File> inner, std::filesystem::path path)
         : owner_(owner), inner_(std::move(inner)), path_(std::move(path)) {}
     void append(const void* data, std::size_t size) override {
       owner_.check(Op::append, path_);
@@ -106,8 +117,8 @@ class FailingStorage final : public StorageWrapper {
     }
 
    private:
-    FailingStorage& owner_;
-    std::unique_ptr<WritableFile> inner_;
+    FailingFileSystem& owner_;
+    std::unique_ptr<File> inner_;
     std::filesystem::path path_;
   };
 
@@ -133,6 +144,30 @@ class FailingStorage final : public StorageWrapper {
   Op fail_op_ = Op::append;
   int fail_at_ = 0;
   int errno_ = 0;
+};
+
+/// LocalStorage over a FailingFileSystem, with its fail/disarm/count/journal at hand:
+///
+///   auto storage = std::make_shared<FailingStorage>();
+///   DefaultCheckpointer checkpointer(args, storage);
+///   storage->fail(Op::rename, 0, EIO);
+///
+/// Every LocalStorage::remove is one Op::remove and one Op::sync_directory; a commit is one
+/// create, its appends, one sync, one close, one rename and one sync_directory.
+class FailingStorage final : public StorageWrapper {
+ public:
+  FailingStorage() : FailingStorage(std::make_shared<FailingFileSystem>()) {}
+  explicit FailingStorage(std::shared_ptr<FailingFileSystem> fs)
+      : StorageWrapper(std::make_shared<LocalStorage>(fs)), fs_(std::move(fs)) {}
+
+  void fail(Op op, int nth, int error_number) { fs_->fail(op, nth, error_number); }
+  void disarm() { fs_->disarm(); }
+  int count(Op op) { return fs_->count(op); }
+  std::vector<std::string> journal() { return fs_->journal(); }
+  FailingFileSystem& file_system() const noexcept { return *fs_; }
+
+ private:
+  std::shared_ptr<FailingFileSystem> fs_;
 };
 
 }  // namespace ckpt::test

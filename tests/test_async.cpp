@@ -108,15 +108,14 @@ bool bitwise_equal(const ckpt::Checkpoint& a, const ckpt::Checkpoint& b) {
          bitwise_equal(a.trainer_backend_state.to_ivalue(), b.trainer_backend_state.to_ivalue());
 }
 
-// Holds every file's fsync until released, and records how many files are open at once.
+// The storage under test, holding every file's commit (the moment it becomes visible and durable)
+// until released, and recording how many writers are open at once.
 class GatedStorage final : public ckpt::StorageWrapper {
  public:
-  GatedStorage() : StorageWrapper(ckpt::Storage::local()) {}
+  GatedStorage() : StorageWrapper(storage_under_test()) {}
 
-  std::unique_ptr<ckpt::WritableFile> create_unique(const fs::path& directory,
-                                                    const std::string& name_prefix,
-                                                    fs::path* path) override {
-    auto file = StorageWrapper::create_unique(directory, name_prefix, path);
+  std::unique_ptr<ckpt::WritableFile> create(const fs::path& path) override {
+    auto file = StorageWrapper::create(path);
     std::lock_guard<std::mutex> lock(mutex_);
     max_open_ = std::max(max_open_, ++open_);
     return std::make_unique<File>(*this, std::move(file));
@@ -126,10 +125,10 @@ class GatedStorage final : public ckpt::StorageWrapper {
     released_ = true;
     changed_.notify_all();
   }
-  // Blocks until a file has reached its fsync.
-  void wait_for_sync() {
+  // Blocks until a file has reached its commit.
+  void wait_for_commit() {
     std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [&] { return syncing_ > 0; });
+    changed_.wait(lock, [&] { return committing_ > 0; });
   }
   int max_open() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -141,20 +140,20 @@ class GatedStorage final : public ckpt::StorageWrapper {
    public:
     File(GatedStorage& owner, std::unique_ptr<ckpt::WritableFile> inner)
         : owner_(owner), inner_(std::move(inner)) {}
+    ~File() override {
+      inner_.reset();
+      std::lock_guard<std::mutex> lock(owner_.mutex_);
+      --owner_.open_;
+    }
     void append(const void* data, std::size_t size) override { inner_->append(data, size); }
-    void sync() override {
+    void commit() override {
       {
         std::unique_lock<std::mutex> lock(owner_.mutex_);
-        ++owner_.syncing_;
+        ++owner_.committing_;
         owner_.changed_.notify_all();
         owner_.changed_.wait(lock, [&] { return owner_.released_; });
       }
-      inner_->sync();
-    }
-    void close() override {
-      inner_->close();
-      std::lock_guard<std::mutex> lock(owner_.mutex_);
-      --owner_.open_;
+      inner_->commit();
     }
 
    private:
@@ -165,7 +164,7 @@ class GatedStorage final : public ckpt::StorageWrapper {
   std::mutex mutex_;
   std::condition_variable changed_;
   bool released_ = false;
-  int syncing_ = 0;
+  int committing_ = 0;
   int open_ = 0;
   int max_open_ = 0;
 };
@@ -191,13 +190,13 @@ BOOST_AUTO_TEST_CASE(the_file_holds_the_state_at_save_not_later_updates) {
   // The same values, built again (IValue::deepcopy would turn the view into a copy of the whole
   // weight: its memo identifies tensors by storage).
   const ckpt::Checkpoint before = make_checkpoint();
-  ckpt::DefaultCheckpointer checkpointer(async_args(dir.path()));
+  ckpt::DefaultCheckpointer checkpointer(async_args(dir.path()), storage_under_test());
   const auto path = checkpointer.save(live, 0);
   modify_in_place(live);  // at once, while the background write may still be running
   BOOST_REQUIRE(path.has_value());
   BOOST_CHECK(*path == dir / "model_0.pt");
   checkpointer.wait();
-  const ckpt::Checkpoint loaded = ckpt::load_checkpoint_file(*path);
+  const ckpt::Checkpoint loaded = ckpt::load_checkpoint_file(*path, *storage_under_test());
   BOOST_CHECK(bitwise_equal(loaded, before));
   BOOST_CHECK(!bitwise_equal(loaded, live));
   // The view still shares its storage with the weight it views, as in a synchronous save.
@@ -214,8 +213,8 @@ BOOST_AUTO_TEST_CASE(async_files_are_byte_identical_to_sync_files_and_verify) {
   sync_args.latest_pointer = true;
   auto background_args = async_args(dir / "async");
   background_args.latest_pointer = true;  // written by the background thread after the file
-  ckpt::DefaultCheckpointer sync(sync_args);
-  ckpt::DefaultCheckpointer async(background_args);
+  ckpt::DefaultCheckpointer sync(sync_args, storage_under_test());
+  ckpt::DefaultCheckpointer async(background_args, storage_under_test());
   for (int64_t index : {0, 1, 2}) {
     sync.save(checkpoint, index);
     async.save(checkpoint, index);
@@ -228,12 +227,12 @@ BOOST_AUTO_TEST_CASE(async_files_are_byte_identical_to_sync_files_and_verify) {
   for (const auto& name : files_in(dir / "sync")) {
     BOOST_TEST_CONTEXT(name) {
       BOOST_CHECK(read_text(dir / "async" / name) == read_text(dir / "sync" / name));
-      if (name != "model_latest") ckpt::verify_file(dir / "async" / name);
+      if (name != "model_latest") ckpt::verify_file(dir / "async" / name, *storage_under_test());
     }
   }
   auto load_args = async_args(dir / "async");
   load_args.load_dir = dir / "async";
-  BOOST_CHECK(ckpt::DefaultCheckpointer(load_args).load() == checkpoint);
+  BOOST_CHECK(ckpt::DefaultCheckpointer(load_args, storage_under_test()).load() == checkpoint);
 }
 
 BOOST_AUTO_TEST_CASE(save_returns_before_the_write_is_durable_and_one_save_is_in_flight) {
@@ -243,12 +242,12 @@ BOOST_AUTO_TEST_CASE(save_returns_before_the_write_is_durable_and_one_save_is_in
   const ckpt::Checkpoint checkpoint = make_checkpoint();
 
   checkpointer.save(checkpoint, 0);
-  storage->wait_for_sync();  // the background write of model_0.pt is held at its fsync
-  BOOST_CHECK(!fs::exists(dir / "model_0.pt"));
+  storage->wait_for_commit();  // the background write of model_0.pt is held at its commit
+  BOOST_CHECK(!ckpt::test::exists(dir / "model_0.pt"));
   // The next save waits for the one in flight: it cannot return while that is held.
   auto second = std::async(std::launch::async, [&] { return checkpointer.save(checkpoint, 1); });
   BOOST_CHECK(second.wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout);
-  BOOST_CHECK(!fs::exists(dir / "model_1.pt"));
+  BOOST_CHECK(!ckpt::test::exists(dir / "model_1.pt"));
   storage->release();
   BOOST_CHECK(second.get() == dir / "model_1.pt");
   checkpointer.wait();
@@ -256,7 +255,9 @@ BOOST_AUTO_TEST_CASE(save_returns_before_the_write_is_durable_and_one_save_is_in
   BOOST_CHECK_EQUAL(storage->max_open(), 1);
 }
 
-BOOST_AUTO_TEST_CASE(a_background_failure_is_thrown_by_the_next_save_once) {
+// A system call failing (FailingStorage: the local filesystem's).
+BOOST_AUTO_TEST_CASE(a_background_failure_is_thrown_by_the_next_save_once,
+                     *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   auto storage = std::make_shared<FailingStorage>();
   ckpt::DefaultCheckpointer checkpointer(async_args(dir.path()), storage);
@@ -274,10 +275,12 @@ BOOST_AUTO_TEST_CASE(a_background_failure_is_thrown_by_the_next_save_once) {
   checkpointer.save(checkpoint, 2);
   checkpointer.wait();
   BOOST_CHECK(files_in(dir.path()) == (std::vector<std::string>{"model_0.pt", "model_2.pt"}));
-  ckpt::verify_file(dir / "model_2.pt");
+  ckpt::verify_file(dir / "model_2.pt", *storage);
 }
 
-BOOST_AUTO_TEST_CASE(a_background_failure_is_thrown_by_wait_with_its_path) {
+// A system call failing (FailingStorage: the local filesystem's).
+BOOST_AUTO_TEST_CASE(a_background_failure_is_thrown_by_wait_with_its_path,
+                     *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   auto storage = std::make_shared<FailingStorage>();
   ckpt::DefaultCheckpointer checkpointer(async_args(dir.path()), storage);
@@ -294,7 +297,9 @@ BOOST_AUTO_TEST_CASE(a_background_failure_is_thrown_by_wait_with_its_path) {
   BOOST_CHECK(files_in(dir.path()).empty());
 }
 
-BOOST_AUTO_TEST_CASE(a_failure_pending_at_destruction_is_logged_as_an_error) {
+// A system call failing (FailingStorage: the local filesystem's).
+BOOST_AUTO_TEST_CASE(a_failure_pending_at_destruction_is_logged_as_an_error,
+                     *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   auto storage = std::make_shared<FailingStorage>();
   LogCapture log;
@@ -319,7 +324,7 @@ BOOST_AUTO_TEST_CASE(staging_memory_is_reused_and_bounded_over_20_saves) {
   auto moments = live.trainer_state.at("optimizers").toListRef()[0].toGenericDict();
   for (const auto& item : moments) tensor_bytes += item.value().toTensor().nbytes();
 
-  ckpt::DefaultCheckpointer checkpointer(async_args(dir.path()));
+  ckpt::DefaultCheckpointer checkpointer(async_args(dir.path()), storage_under_test());
   BOOST_CHECK_EQUAL(checkpointer.staging_bytes(), 0u);
   int64_t rss_after_warmup = 0;
   int64_t hwm_after_warmup = 0;
@@ -330,9 +335,10 @@ BOOST_AUTO_TEST_CASE(staging_memory_is_reused_and_bounded_over_20_saves) {
     BOOST_CHECK_GE(checkpointer.staging_bytes(), tensor_bytes);
     BOOST_CHECK_LE(checkpointer.staging_bytes(), tensor_bytes + 64 * 8);
     checkpointer.wait();
-    BOOST_CHECK(ckpt::load_checkpoint_file(dir / ("model_" + std::to_string(i) + ".pt")) !=
+    BOOST_CHECK(ckpt::load_checkpoint_file(dir / ("model_" + std::to_string(i) + ".pt"),
+                                           *storage_under_test()) !=
                 live);  // the snapshot, not the state modified after save()
-    fs::remove(dir / ("model_" + std::to_string(i) + ".pt"));
+    remove_file(dir / ("model_" + std::to_string(i) + ".pt"));
     if (i == 2) {
       rss_after_warmup = status_kb("VmRSS");
       hwm_after_warmup = status_kb("VmHWM");
@@ -355,9 +361,9 @@ BOOST_AUTO_TEST_CASE(synchronous_checkpointers_have_nothing_in_flight) {
   TempDir dir;
   auto args = async_args(dir.path());
   args.async = false;
-  ckpt::DefaultCheckpointer checkpointer(args);
+  ckpt::DefaultCheckpointer checkpointer(args, storage_under_test());
   checkpointer.save(make_checkpoint(), 0);
-  BOOST_CHECK(fs::exists(dir / "model_0.pt"));  // durable on return
+  BOOST_CHECK(ckpt::test::exists(dir / "model_0.pt"));  // durable on return
   BOOST_CHECK_NO_THROW(checkpointer.wait());
   BOOST_CHECK_EQUAL(checkpointer.staging_bytes(), 0u);
 }
@@ -366,7 +372,7 @@ BOOST_AUTO_TEST_CASE(skipped_and_disabled_saves_stage_nothing) {
   TempDir dir;
   auto args = async_args(dir.path());
   args.period = 2;
-  ckpt::DefaultCheckpointer checkpointer(args);
+  ckpt::DefaultCheckpointer checkpointer(args, storage_under_test());
   BOOST_CHECK(!checkpointer.save(make_checkpoint(), 1).has_value());
   BOOST_CHECK_EQUAL(checkpointer.staging_bytes(), 0u);
   checkpointer.wait();

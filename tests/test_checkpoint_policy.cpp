@@ -20,6 +20,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 using namespace ckpt;
 using namespace ckpt::test;
@@ -74,16 +75,8 @@ TrainingProgress at_step(int64_t step, double seconds = 0, int64_t batches = 4) 
   return {step / batches, step % batches, batches, step, seconds};
 }
 
-// Flips one byte in the middle of `path`.
-void corrupt(const fs::path& path) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  file.seekg(static_cast<std::streamoff>(fs::file_size(path) / 2));
-  char c = 0;
-  file.read(&c, 1);
-  file.seekp(static_cast<std::streamoff>(fs::file_size(path) / 2));
-  c = static_cast<char>(c ^ 0x5a);
-  file.write(&c, 1);
-}
+// Flips one byte in the middle of `path` (through the storage under test).
+void corrupt(const fs::path& path) { flip_byte(path); }
 
 }  // namespace
 
@@ -94,7 +87,7 @@ BOOST_AUTO_TEST_CASE(every_n_train_steps_saves_mid_epoch_at_multiples) {
   auto args = args_in(dir.path());
   args.every_n_train_steps = 3;
   args.latest_pointer = false;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   std::vector<int64_t> due;
   for (int64_t step = 1; step <= 10; ++step) {
     if (checkpointer.step_due(at_step(step))) {
@@ -112,7 +105,7 @@ BOOST_AUTO_TEST_CASE(every_n_train_steps_saves_mid_epoch_at_multiples) {
   BOOST_CHECK(!checkpointer.save_step(make_checkpoint(4), at_step(4)));
   BOOST_CHECK(checkpointer.save_step(make_checkpoint(4), at_step(4), /*force=*/true));
   // The newest is the latest step; load() resumes from it.
-  BOOST_CHECK_EQUAL(get_latest_file(dir.path()).filename().string(), "model_2_step_9.pt");
+  BOOST_CHECK_EQUAL(get_latest_file(dir.path(), "model", "pt", *storage_under_test()).filename().string(), "model_2_step_9.pt");
   BOOST_CHECK_EQUAL(weight_of(checkpointer.load()), 9.0f);
 }
 
@@ -120,7 +113,7 @@ BOOST_AUTO_TEST_CASE(train_time_interval_counts_training_seconds_since_the_last_
   TempDir dir;
   auto args = args_in(dir.path());
   args.train_time_interval = 10;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   BOOST_CHECK(!checkpointer.step_due(at_step(1, 5.0)));
   BOOST_CHECK(checkpointer.step_due(at_step(2, 10.0)));
   BOOST_REQUIRE(checkpointer.save_step(make_checkpoint(2), at_step(2, 10.0)));
@@ -133,10 +126,10 @@ BOOST_AUTO_TEST_CASE(train_time_interval_counts_training_seconds_since_the_last_
   BOOST_CHECK(checkpointer.step_due(at_step(10, 35.0)));
   // Off, and with checkpointing off, nothing is ever due.
   args.train_time_interval = 0;
-  BOOST_CHECK(!DefaultCheckpointer(args).step_due(at_step(1, 1e9)));
+  BOOST_CHECK(!DefaultCheckpointer(args, storage_under_test()).step_due(at_step(1, 1e9)));
   args.train_time_interval = 1;
   args.checkpoint = false;
-  BOOST_CHECK(!DefaultCheckpointer(args).step_due(at_step(1, 1e9)));
+  BOOST_CHECK(!DefaultCheckpointer(args, storage_under_test()).step_due(at_step(1, 1e9)));
 }
 
 BOOST_AUTO_TEST_CASE(step_checkpoints_sort_between_their_epochs) {
@@ -146,7 +139,7 @@ BOOST_AUTO_TEST_CASE(step_checkpoints_sort_between_their_epochs) {
     write_text(dir / name, "x");
   }
   std::vector<std::string> order;
-  for (const auto& path : list_checkpoints(dir.path())) order.push_back(path.filename().string());
+  for (const auto& path : list_checkpoints(dir.path(), "model", "pt", *storage_under_test())) order.push_back(path.filename().string());
   BOOST_CHECK((order == std::vector<std::string>{"model_2_step_100.pt", "model_2_step_99.pt",
                                                  "model_1.pt", "model_1_step_50.pt",
                                                  "model_0.pt"}));
@@ -165,7 +158,7 @@ BOOST_AUTO_TEST_CASE(save_weights_only_keeps_the_module_state_only) {
   TempDir dir;
   auto args = args_in(dir.path());
   args.save_weights_only = true;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   Checkpoint full = make_checkpoint(3, {{"val_loss", 0.5}});
   full.trainer_backend_state.insert_or_assign("global_step_completed", int64_t{7});
   full.registered_state.insert_or_assign("sampler", int64_t{1});
@@ -174,7 +167,7 @@ BOOST_AUTO_TEST_CASE(save_weights_only_keeps_the_module_state_only) {
   checkpointer.save_step(full, at_step(17), /*force=*/true);
   for (const char* name : {"model_3.pt", "model_4_step_17.pt"}) {
     BOOST_TEST_CONTEXT(name) {
-      const Checkpoint saved = load_checkpoint_file(dir / name);
+      const Checkpoint saved = load_checkpoint_file(dir / name, *storage_under_test());
       BOOST_CHECK_EQUAL(weight_of(saved), 3.0f);
       BOOST_CHECK(saved.trainer_state.empty());
       BOOST_CHECK(saved.trainer_backend_state.empty());
@@ -188,23 +181,23 @@ BOOST_AUTO_TEST_CASE(bad_trigger_options_are_refused_naming_them) {
   TempDir dir;
   auto args = args_in(dir.path());
   args.every_n_train_steps = -1;
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError, message_contains("every_n_train_steps"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("every_n_train_steps"));
   args = args_in(dir.path());
   args.train_time_interval = -2;
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError, message_contains("train_time_interval"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("train_time_interval"));
   args = args_in(dir.path());
   args.keep_last_n = -1;
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError, message_contains("keep_last_n"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("keep_last_n"));
   args = args_in(dir.path());
   args.save_top_k = 2;
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError,
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
                         message_contains("save_top_k", "monitor"));
   args.monitor = "val_loss";
   args.mode = "avg";
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError, message_contains("mode 'avg'"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("mode 'avg'"));
   args = args_in(dir.path());
   args.disk_margin_mb = -1;
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError, message_contains("disk_margin_mb"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("disk_margin_mb"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -219,11 +212,11 @@ BOOST_AUTO_TEST_CASE(keeps_the_newest_n_and_never_touches_other_files) {
   write_text(dir / "notes.pt", "n");
   write_text(dir / "model_3.pt.bak", "b");
   write_text(dir / "other_1.pt", "o");
-  fs::create_directories(dir / "old");
-  save_checkpoint_file(make_checkpoint(1), dir / "old" / "model_1.pt");
+  make_directories(dir / "old");
+  save_checkpoint_file(make_checkpoint(1), dir / "old" / "model_1.pt", *storage_under_test());
   auto args = args_in(dir.path());
   args.keep_last_n = 2;
-  auto storage = std::make_shared<FailingStorage>();
+  auto storage = std::make_shared<RecordingStorage>();
   DefaultCheckpointer checkpointer(args, storage);
   LogCapture log;
   for (int64_t i = 1; i <= 5; ++i) checkpointer.save(make_checkpoint(i), i);
@@ -231,29 +224,32 @@ BOOST_AUTO_TEST_CASE(keeps_the_newest_n_and_never_touches_other_files) {
                std::vector<std::string>{"model_0.pt", "model_4.pt", "model_5.pt"}));
   BOOST_CHECK_EQUAL(read_text(dir / "model_0.pt"), "someone else's file");
   for (const char* kept : {"notes.pt", "model_3.pt.bak", "other_1.pt"}) {
-    BOOST_CHECK(fs::exists(dir / kept));
+    BOOST_CHECK(ckpt::test::exists(dir / kept));
   }
-  BOOST_CHECK(fs::exists(dir / "old" / "model_1.pt"));
+  BOOST_CHECK(ckpt::test::exists(dir / "old" / "model_1.pt"));
   // model_0.pt is neither counted as resumable nor deleted.
   BOOST_CHECK(log.contains("model_0.pt does not verify"));
   BOOST_CHECK(log.contains("leaving " + (dir / "model_0.pt").string() + " alone"));
-  // Each old checkpoint was deleted only after the next one was durable (renamed into place).
+  // Each old checkpoint was deleted only after the next one was durable (committed).
   const auto journal = storage->journal();
   const auto position = [&](const std::string& entry) {
     return std::find(journal.begin(), journal.end(), entry) - journal.begin();
   };
   for (int64_t i = 1; i <= 3; ++i) {
     const auto removed = position("remove:" + (dir / ("model_" + std::to_string(i) + ".pt")).string());
-    const auto renamed =
-        position("rename:" + (dir / ("model_" + std::to_string(i + 2) + ".pt")).string());
+    const auto committed =
+        position("commit:" + (dir / ("model_" + std::to_string(i + 2) + ".pt")).string());
     BOOST_TEST_CONTEXT("model_" << i) {
       BOOST_REQUIRE(removed < static_cast<long>(journal.size()));
-      BOOST_CHECK(renamed < removed);
+      BOOST_REQUIRE(committed < static_cast<long>(journal.size()));
+      BOOST_CHECK(committed < removed);
     }
   }
 }
 
-BOOST_AUTO_TEST_CASE(survives_restarts_and_a_kill_between_save_and_prune) {
+// A killed process takes a MemoryStorage with it: this one is about what a real disk keeps.
+BOOST_AUTO_TEST_CASE(survives_restarts_and_a_kill_between_save_and_prune,
+                     *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   auto args = args_in(dir.path());
   args.keep_last_n = 2;
@@ -279,7 +275,7 @@ BOOST_AUTO_TEST_CASE(survives_restarts_and_a_kill_between_save_and_prune) {
 
   // Restarted: resumes from the newest and enforces the limit from what is on disk.
   {
-    DefaultCheckpointer restarted(args);
+    DefaultCheckpointer restarted(args, Storage::local());
     BOOST_CHECK_EQUAL(weight_of(restarted.load()), 2.0f);
     restarted.save(make_checkpoint(3), 3);
     BOOST_CHECK((resumable_in(dir.path()) ==
@@ -287,7 +283,7 @@ BOOST_AUTO_TEST_CASE(survives_restarts_and_a_kill_between_save_and_prune) {
   }
   // Restarted with a lower limit: the next save leaves only the newest.
   args.keep_last_n = 1;
-  DefaultCheckpointer lowered(args);
+  DefaultCheckpointer lowered(args, Storage::local());
   lowered.save_step(make_checkpoint(4), at_step(17), /*force=*/true);
   BOOST_CHECK((resumable_in(dir.path()) == std::vector<std::string>{"model_4_step_17.pt"}));
 }
@@ -296,7 +292,7 @@ BOOST_AUTO_TEST_CASE(a_checkpoint_that_does_not_verify_is_neither_counted_nor_de
   TempDir dir;
   auto args = args_in(dir.path());
   args.keep_last_n = 2;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   for (int64_t i = 0; i < 3; ++i) checkpointer.save(make_checkpoint(i), i);
   corrupt(dir / "model_2.pt");
   LogCapture log;
@@ -307,7 +303,9 @@ BOOST_AUTO_TEST_CASE(a_checkpoint_that_does_not_verify_is_neither_counted_nor_de
   BOOST_CHECK(log.contains("model_2.pt does not verify"));
 }
 
-BOOST_AUTO_TEST_CASE(a_failed_prune_keeps_the_save_and_is_retried_next_time) {
+// An unlink(2) failing (FailingStorage: the local filesystem's system calls).
+BOOST_AUTO_TEST_CASE(a_failed_prune_keeps_the_save_and_is_retried_next_time,
+                     *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   auto args = args_in(dir.path());
   args.keep_last_n = 1;
@@ -334,7 +332,7 @@ std::vector<int64_t> run_scores(const fs::path& dir, const std::string& mode,
   args.save_top_k = k;
   args.monitor = "val_loss";
   args.mode = mode;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   for (size_t i = 0; i < scores.size(); ++i) {
     checkpointer.save(make_checkpoint(static_cast<float>(i), {{"val_loss", scores[i]}}),
                       static_cast<int64_t>(i));
@@ -351,7 +349,7 @@ BOOST_AUTO_TEST_CASE(min_mode_keeps_the_lowest_and_ties_go_to_the_earlier) {
   BOOST_CHECK((pool == std::vector<int64_t>{3, 1}));
   BOOST_CHECK((best_in(dir.path()) ==
                std::vector<std::string>{"model_best_1.pt", "model_best_3.pt"}));
-  const Checkpoint best = load_checkpoint_file(dir / "model_best_3.pt");
+  const Checkpoint best = load_checkpoint_file(dir / "model_best_3.pt", *storage_under_test());
   BOOST_CHECK_EQUAL(weight_of(best), 3.0f);  // a full checkpoint of that epoch
   const auto recorded = StateDict::from_ivalue(best.metadata.at("best"));
   BOOST_CHECK_EQUAL(recorded.at("score").toDouble(), 0.1);
@@ -374,7 +372,7 @@ BOOST_AUTO_TEST_CASE(best_and_resumable_pools_never_evict_each_other) {
   args.keep_last_n = 1;
   args.save_top_k = 1;
   args.monitor = "val_loss";
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   // Scores only get worse: the best stays at index 0 while the resumable one moves on.
   const std::vector<double> scores{0.1, 0.5, 0.6, 0.7};
   for (size_t i = 0; i < scores.size(); ++i) {
@@ -392,7 +390,7 @@ BOOST_AUTO_TEST_CASE(best_and_resumable_pools_never_evict_each_other) {
   improving.keep_last_n = 1;
   improving.save_top_k = 1;
   improving.monitor = "val_loss";
-  DefaultCheckpointer second(improving);
+  DefaultCheckpointer second(improving, storage_under_test());
   for (int64_t i = 0; i < 4; ++i) {
     second.save(make_checkpoint(static_cast<float>(i), {{"val_loss", 1.0 - 0.1 * i}}), i);
     BOOST_CHECK((resumable_in(other.path()) ==
@@ -412,7 +410,7 @@ BOOST_AUTO_TEST_CASE(the_pool_is_rebuilt_from_disk_after_a_restart) {
     args.save_top_k = 1;
     args.monitor = "val_acc";
     args.mode = "max";
-    DefaultCheckpointer other(args);
+    DefaultCheckpointer other(args, storage_under_test());
     other.save(make_checkpoint(9, {{"val_acc", 0.9}}), 9);
   }
   auto args = args_in(dir.path());
@@ -420,7 +418,7 @@ BOOST_AUTO_TEST_CASE(the_pool_is_rebuilt_from_disk_after_a_restart) {
   args.monitor = "val_loss";
   {
     LogCapture log;
-    DefaultCheckpointer restarted(args);
+    DefaultCheckpointer restarted(args, storage_under_test());
     BOOST_REQUIRE_EQUAL(restarted.best_checkpoints().size(), 2u);
     BOOST_CHECK_EQUAL(restarted.best_checkpoints()[0].index, 1);
     BOOST_CHECK_EQUAL(restarted.best_checkpoints()[0].score, 0.3);
@@ -433,7 +431,7 @@ BOOST_AUTO_TEST_CASE(the_pool_is_rebuilt_from_disk_after_a_restart) {
   }
   // Restarted with a smaller pool: the extra ones go at once.
   args.save_top_k = 1;
-  DefaultCheckpointer smaller(args);
+  DefaultCheckpointer smaller(args, storage_under_test());
   BOOST_CHECK_EQUAL(smaller.best_checkpoints().size(), 1u);
   BOOST_CHECK((best_in(dir.path()) ==
                std::vector<std::string>{"model_best_1.pt", "model_best_9.pt"}));
@@ -444,7 +442,7 @@ BOOST_AUTO_TEST_CASE(a_missing_monitor_is_an_error_naming_it_and_what_was_report
   auto args = args_in(dir.path());
   args.save_top_k = 1;
   args.monitor = "val_loss";
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   BOOST_CHECK_EXCEPTION(checkpointer.save(make_checkpoint(0, {{"val_acc", 0.5}}), 0),
                         CheckpointError, message_contains("monitor 'val_loss'", "val_acc"));
   // A NaN score never enters the pool.
@@ -461,7 +459,7 @@ BOOST_AUTO_TEST_SUITE(latest_pointer)
 // Three checkpoints, 0..2, and a checkpointer reading them.
 struct ThreeSaved {
   ThreeSaved() {
-    DefaultCheckpointer writer(args_in(dir.path()));
+    DefaultCheckpointer writer(args_in(dir.path()), storage_under_test());
     for (int64_t i = 0; i < 3; ++i) writer.save(make_checkpoint(i), i);
   }
   TempDir dir;
@@ -471,7 +469,7 @@ struct ThreeSaved {
 BOOST_AUTO_TEST_CASE(names_the_newest_complete_checkpoint) {
   ThreeSaved saved;
   BOOST_CHECK_EQUAL(read_text(saved.pointer()), "model_2.pt\n");
-  DefaultCheckpointer checkpointer(args_in(saved.dir.path()));
+  DefaultCheckpointer checkpointer(args_in(saved.dir.path()), storage_under_test());
   checkpointer.save_step(make_checkpoint(3), at_step(13), /*force=*/true);
   BOOST_CHECK_EQUAL(read_text(saved.pointer()), "model_3_step_13.pt\n");
   // Re-saving an older index leaves the pointer on the newest.
@@ -481,7 +479,7 @@ BOOST_AUTO_TEST_CASE(names_the_newest_complete_checkpoint) {
   TempDir off;
   auto args = args_in(off.path());
   args.latest_pointer = false;
-  DefaultCheckpointer(args).save(make_checkpoint(0), 0);
+  DefaultCheckpointer(args, storage_under_test()).save(make_checkpoint(0), 0);
   BOOST_CHECK((files_in(off.path()) == std::vector<std::string>{"model_0.pt"}));
 }
 
@@ -489,24 +487,26 @@ BOOST_AUTO_TEST_CASE(a_valid_pointer_is_used) {
   ThreeSaved saved;
   // The same name deeper in the tree sorts first in a scan ("a/..." < "model_2.pt"); the pointer,
   // which names the top-level file, wins.
-  fs::create_directories(saved.dir / "a");
-  save_checkpoint_file(make_checkpoint(42), saved.dir / "a" / "model_2.pt");
-  BOOST_CHECK_EQUAL(get_latest_file(saved.dir.path()), saved.dir / "a" / "model_2.pt");
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path())).load()), 2.0f);
-  fs::remove(saved.pointer());
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path())).load()), 42.0f);
+  make_directories(saved.dir / "a");
+  save_checkpoint_file(make_checkpoint(42), saved.dir / "a" / "model_2.pt",
+                       *storage_under_test());
+  BOOST_CHECK_EQUAL(get_latest_file(saved.dir.path(), "model", "pt", *storage_under_test()),
+                    saved.dir / "a" / "model_2.pt");
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 2.0f);
+  remove_file(saved.pointer());
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 42.0f);
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_stale_or_missing_pointers_fall_back_to_the_scan) {
   ThreeSaved saved;
   const auto load_with = [&](const std::string& pointer_text, const std::string& warning) {
     if (pointer_text.empty()) {
-      fs::remove(saved.pointer());
+      remove_file(saved.pointer());
     } else {
       write_text(saved.pointer(), pointer_text);
     }
     LogCapture log;
-    const float loaded = weight_of(DefaultCheckpointer(args_in(saved.dir.path())).load());
+    const float loaded = weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load());
     BOOST_TEST_CONTEXT("pointer '" << pointer_text << "'") {
       BOOST_CHECK_EQUAL(loaded, 2.0f);
       if (warning.empty()) {
@@ -527,11 +527,13 @@ BOOST_AUTO_TEST_CASE(corrupt_stale_or_missing_pointers_fall_back_to_the_scan) {
   write_text(saved.pointer(), "model_2.pt\n");
   corrupt(saved.dir / "model_2.pt");
   LogCapture log;
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path())).load()), 1.0f);
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 1.0f);
   BOOST_CHECK(log.contains("skipping checkpoint"));
 }
 
-BOOST_AUTO_TEST_CASE(a_failed_pointer_update_keeps_the_save_and_the_scan_recovers) {
+// A rename(2) failing (FailingStorage: the local filesystem's system calls).
+BOOST_AUTO_TEST_CASE(a_failed_pointer_update_keeps_the_save_and_the_scan_recovers,
+                     *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   auto storage = std::make_shared<FailingStorage>();
   DefaultCheckpointer checkpointer(args_in(dir.path()), storage);
@@ -541,7 +543,7 @@ BOOST_AUTO_TEST_CASE(a_failed_pointer_update_keeps_the_save_and_the_scan_recover
   BOOST_CHECK(checkpointer.save(make_checkpoint(1), 1));
   BOOST_CHECK(log.contains("could not update the latest pointer"));
   BOOST_CHECK_EQUAL(read_text(dir / "model_latest"), "model_0.pt\n");  // old, not torn
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(dir.path())).load()), 1.0f);
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(dir.path()), Storage::local()).load()), 1.0f);
   BOOST_CHECK(log.contains("is stale"));
 }
 
@@ -549,18 +551,17 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(preflight)
 
-// The local filesystem, but reporting a fixed budget of bytes minus what `dir` holds.
+// The storage under test, but reporting a fixed budget of bytes minus what `dir` holds, and
+// journalling what is written (RecordingStorage).
 struct FakeDisk final : StorageWrapper {
   FakeDisk(fs::path dir, uint64_t budget)
-      : StorageWrapper(std::make_shared<FailingStorage>()), dir_(std::move(dir)), budget_(budget) {}
-  uint64_t available_space(const fs::path&) override {
+      : StorageWrapper(std::make_shared<RecordingStorage>()), dir_(std::move(dir)), budget_(budget) {}
+  std::optional<uint64_t> available_space(const fs::path&) override {
     uint64_t used = 0;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      if (entry.is_regular_file()) used += entry.file_size();
-    }
+    for (const auto& file : target().list(dir_, /*recursive=*/false)) used += file.size;
     return used >= budget_ ? 0 : budget_ - used;
   }
-  FailingStorage& journal() { return static_cast<FailingStorage&>(target()); }
+  RecordingStorage& journal() { return static_cast<RecordingStorage&>(target()); }
 
  private:
   fs::path dir_;
@@ -579,7 +580,7 @@ BOOST_AUTO_TEST_CASE(too_little_space_fails_before_writing_anything) {
       checkpointer.save(make_checkpoint(0, {}, kElements), 0), CheckpointError,
       message_contains("not enough free space", "model_0.pt", "disk_margin_mb", "nothing was written"));
   BOOST_CHECK(files_in(dir.path()).empty());
-  BOOST_CHECK(disk->journal().journal().empty());  // not even a temporary was created
+  BOOST_CHECK(disk->journal().journal().empty());  // not even a writer was started
   // A smaller checkpoint fits.
   BOOST_CHECK(checkpointer.save(make_checkpoint(0, {}, 1024), 0));
 }
@@ -607,7 +608,55 @@ BOOST_AUTO_TEST_CASE(retention_makes_room_first_but_keeps_the_newest) {
                std::vector<std::string>{"model_1.pt", "model_2.pt", "model_3.pt"}));
 }
 
-BOOST_AUTO_TEST_CASE(on_a_small_tmpfs_for_real) {
+// MemoryStorage's capacity is a real budget: available_space() reports what is left of it and a
+// commit beyond it fails. The pre-flight refuses a checkpoint that cannot fit before it starts a
+// writer, and retention deletes nothing when deleting would not make it fit.
+BOOST_AUTO_TEST_CASE(too_little_capacity_fails_before_writing_and_deletes_nothing) {
+  const fs::path dir = "/run-with-capacity";
+  auto memory = std::make_shared<MemoryStorage>(400 * 1024);
+  auto storage = std::make_shared<RecordingStorage>(memory);
+  auto args = args_in(dir);
+  args.keep_last_n = 2;
+  args.disk_margin_mb = 0.25;
+  DefaultCheckpointer checkpointer(args, storage);
+  for (int64_t i = 0; i < 2; ++i) BOOST_REQUIRE(checkpointer.save(make_checkpoint(i), i));
+  const auto before = files_in(dir, *memory);
+  BOOST_REQUIRE((before == std::vector<std::string>{"model_0.pt", "model_1.pt", "model_latest"}));
+  const uint64_t used = memory->used_bytes();
+  const auto writers = storage->journal().size();
+  BOOST_CHECK_EXCEPTION(checkpointer.save(make_checkpoint(2, {}, kElements), 2), CheckpointError,
+                        message_contains("not enough free space", (dir / "model_2.pt").string(),
+                                         "nothing was written"));
+  BOOST_CHECK(files_in(dir, *memory) == before);
+  BOOST_CHECK_EQUAL(memory->used_bytes(), used);
+  BOOST_CHECK_EQUAL(storage->journal().size(), writers);  // no writer started, nothing removed
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args, memory).load()), 1.0f);
+  // With room to spare the same storage takes it.
+  auto roomy = std::make_shared<MemoryStorage>(2 * 1024 * 1024);
+  DefaultCheckpointer fits(args, roomy);
+  BOOST_CHECK(fits.save(make_checkpoint(2, {}, kElements), 2));
+  BOOST_CHECK_LE(roomy->used_bytes(), 2u * 1024 * 1024);
+}
+
+// A storage that does not know its free space (MemoryStorage without capacity, an object store)
+// skips the pre-flight instead of refusing every save: even a margin no disk has lets it through.
+BOOST_AUTO_TEST_CASE(unknown_free_space_skips_the_preflight) {
+  const fs::path dir = "/run-without-capacity";
+  auto memory = std::make_shared<MemoryStorage>();
+  BOOST_REQUIRE(!memory->available_space(dir));
+  auto args = args_in(dir);
+  args.disk_margin_mb = 1e9;  // a petabyte
+  DefaultCheckpointer checkpointer(args, memory);
+  BOOST_CHECK(checkpointer.save(make_checkpoint(0, {}, kElements), 0));
+  BOOST_CHECK((files_in(dir, *memory) == std::vector<std::string>{"model_0.pt", "model_latest"}));
+  BOOST_CHECK_EQUAL(weight_of(checkpointer.load()), 0.0f);
+  // The same margin against a known capacity is refused.
+  DefaultCheckpointer bounded(args, std::make_shared<MemoryStorage>(1024 * 1024 * 1024));
+  BOOST_CHECK_EXCEPTION(bounded.save(make_checkpoint(0, {}, kElements), 0), CheckpointError,
+                        message_contains("not enough free space"));
+}
+
+BOOST_AUTO_TEST_CASE(on_a_small_tmpfs_for_real, *boost::unit_test::precondition(local_only)) {
   TempDir dir;
   const auto mount_point = dir / "small";
   fs::create_directories(mount_point);
@@ -624,7 +673,7 @@ BOOST_AUTO_TEST_CASE(on_a_small_tmpfs_for_real) {
   args.keep_last_n = 3;
   args.disk_margin_mb = 0.1;
   args.latest_pointer = false;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, Storage::local());
   // 256 KiB each: three fit in 1 MiB, but then the fourth needs retention to run before it.
   LogCapture log;
   for (int64_t i = 0; i < 6; ++i) {

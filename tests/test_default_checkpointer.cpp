@@ -12,6 +12,7 @@ using ckpt::DefaultCheckpointerArguments;
 using ckpt::test::count_files;
 using ckpt::test::files_in;
 using ckpt::test::message_contains;
+using ckpt::test::storage_under_test;
 using ckpt::test::TempDir;
 
 namespace {
@@ -42,12 +43,12 @@ BOOST_AUTO_TEST_CASE(test_save) {
   TempDir dir;
   auto args = pymarlin_args(dir);
   args.checkpoint = false;
-  DefaultCheckpointer off(args);
+  DefaultCheckpointer off(args, storage_under_test());
   BOOST_TEST(!off.save(checkpoint_at_epoch(0), 0).has_value());
   BOOST_TEST(count_files(args.save_dir) == 0u);
 
   args.checkpoint = true;
-  DefaultCheckpointer on(args);
+  DefaultCheckpointer on(args, storage_under_test());
   BOOST_TEST(on.save(checkpoint_at_epoch(1), 1, /*force=*/true).has_value());
   BOOST_TEST(count_files(args.save_dir) == 1u);
   BOOST_TEST(!on.save(checkpoint_at_epoch(3), 3).has_value());
@@ -64,17 +65,17 @@ BOOST_AUTO_TEST_CASE(test_save_model) {
   auto args = pymarlin_args(dir);
   const ckpt::StateDict weights{{"w", torch::ones({2})}};
   args.checkpoint = false;
-  DefaultCheckpointer off(args);
+  DefaultCheckpointer off(args, storage_under_test());
   BOOST_TEST(!off.save_model(weights, 0).has_value());
   BOOST_TEST(count_files(args.model_state_save_dir) == 0u);
   args.checkpoint = true;
-  DefaultCheckpointer on(args);
+  DefaultCheckpointer on(args, storage_under_test());
   on.save_model(weights, 0);
   on.save_model(weights, 1);  // period 2 does not apply
   BOOST_TEST(files_in(args.model_state_save_dir) ==
                  (std::vector<std::string>{"test_model_0.tar", "test_model_1.tar"}),
              boost::test_tools::per_element());
-  BOOST_TEST((ckpt::load_state_file(args.model_state_save_dir / "test_model_1.tar") == weights));
+  BOOST_TEST((ckpt::load_state_file(args.model_state_save_dir / "test_model_1.tar", *storage_under_test()) == weights));
 }
 
 BOOST_AUTO_TEST_CASE(test_load) {
@@ -84,30 +85,31 @@ BOOST_AUTO_TEST_CASE(test_load) {
        {std::optional<std::filesystem::path>(dir / "missing"),
         std::optional<std::filesystem::path>(""), std::optional<std::filesystem::path>()}) {
     args.load_dir = load_dir;
-    BOOST_TEST(DefaultCheckpointer(args).load().empty());
+    BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().empty());
   }
-  std::filesystem::create_directories(dir / "empty");
+  ckpt::test::make_directories(dir / "empty");
   args.load_dir = dir / "empty";
-  BOOST_TEST(DefaultCheckpointer(args).load().empty());
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().empty());
 
   args.load_dir = args.save_dir;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   checkpointer.save(checkpoint_at_epoch(0), 0);
   const Checkpoint loaded = checkpointer.load();
   BOOST_TEST(loaded.trainer_state.at("last_epoch").toInt() == 0);
   BOOST_TEST((loaded == checkpoint_at_epoch(0)));
 
-  ckpt::save_checkpoint_file(checkpoint_at_epoch(1), args.save_dir / "custom_filename.tar");
+  ckpt::save_checkpoint_file(checkpoint_at_epoch(1), args.save_dir / "custom_filename.tar",
+                             *storage_under_test());
   checkpointer.save(checkpoint_at_epoch(8), 8);
   args.load_filename = "custom_filename.tar";
-  BOOST_TEST(DefaultCheckpointer(args).load().trainer_state.at("last_epoch").toInt() == 1);
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().trainer_state.at("last_epoch").toInt() == 1);
 }
 
 BOOST_AUTO_TEST_CASE(test_get_latest_file) {
   TempDir dir;
   ckpt::test::write_text(dir / "test_1.tar", "");
   ckpt::test::write_text(dir / "test_2.tar", "");
-  BOOST_TEST(ckpt::get_latest_file(dir.path(), "test", "tar") == dir / "test_2.tar");
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "test", "tar", *storage_under_test()) == dir / "test_2.tar");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -133,10 +135,10 @@ BOOST_AUTO_TEST_CASE(checkpoint_false_beats_force_and_index_zero_saves) {
   TempDir dir;
   auto args = pymarlin_args(dir);
   args.checkpoint = false;
-  BOOST_TEST(!DefaultCheckpointer(args).save(checkpoint_at_epoch(1), 1, true).has_value());
+  BOOST_TEST(!DefaultCheckpointer(args, storage_under_test()).save(checkpoint_at_epoch(1), 1, true).has_value());
   args.checkpoint = true;
   args.period = 5;
-  BOOST_TEST(DefaultCheckpointer(args).save(checkpoint_at_epoch(0), 0).has_value());
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).save(checkpoint_at_epoch(0), 0).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(invalid_period_is_an_error_naming_the_value) {
@@ -144,22 +146,22 @@ BOOST_AUTO_TEST_CASE(invalid_period_is_an_error_naming_the_value) {
   for (int64_t period : {0, -3}) {
     auto args = pymarlin_args(dir);
     args.period = period;
-    BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+    BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                           message_contains("period", std::to_string(period)));
   }
   auto args = pymarlin_args(dir);
   args.log_level = "chatty";
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                         message_contains("log_level", "chatty"));
   args = pymarlin_args(dir);
   args.file_ext = ".pt";
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                         message_contains("file_ext", ".pt"));
 }
 
 BOOST_AUTO_TEST_CASE(negative_index_is_an_error) {
   TempDir dir;
-  DefaultCheckpointer checkpointer(pymarlin_args(dir));
+  DefaultCheckpointer checkpointer(pymarlin_args(dir), storage_under_test());
   BOOST_CHECK_EXCEPTION(checkpointer.save(checkpoint_at_epoch(0), -2), ckpt::CheckpointError,
                         message_contains("index -2"));
   BOOST_TEST(count_files(dir / "save") == 0u);
@@ -169,15 +171,15 @@ BOOST_AUTO_TEST_CASE(save_creates_directories_and_a_save_dir_that_is_a_file_is_a
   TempDir dir;
   auto args = pymarlin_args(dir);
   args.save_dir = dir / "a" / "b" / "c";
-  DefaultCheckpointer(args).save(checkpoint_at_epoch(0), 0);
-  BOOST_TEST(std::filesystem::exists(args.save_dir / "test_0.tar"));
+  DefaultCheckpointer(args, storage_under_test()).save(checkpoint_at_epoch(0), 0);
+  BOOST_TEST(ckpt::test::exists(args.save_dir / "test_0.tar"));
 
   ckpt::test::write_text(dir / "file", "precious");
   args.save_dir = dir / "file";
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                         message_contains("save_dir", "file", "not a directory"));
   BOOST_TEST(ckpt::test::read_text(dir / "file") == "precious");
-  BOOST_CHECK_EXCEPTION(ckpt::check_mk_dir(dir / "file"), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(ckpt::check_mk_dir(dir / "file", *storage_under_test()), ckpt::CheckpointError,
                         message_contains("not a directory"));
 }
 
@@ -187,13 +189,13 @@ BOOST_AUTO_TEST_CASE(missing_load_filename_is_an_error_not_a_fresh_start) {
   args.load_dir = dir.path();
   args.load_filename = "gone.tar";
   args.delete_existing_checkpoints = true;
-  DefaultCheckpointer(pymarlin_args(dir)).save(checkpoint_at_epoch(0), 0);
+  DefaultCheckpointer(pymarlin_args(dir), storage_under_test()).save(checkpoint_at_epoch(0), 0);
   // Refused at construction, before delete_existing_checkpoints could delete anything.
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                         message_contains("load_filename", "gone.tar", "does not exist"));
   BOOST_TEST(count_files(dir / "save") == 1u);
   args.load_dir.reset();
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer{args}, ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                         message_contains("load_filename", "gone.tar", "load_dir"));
 }
 
@@ -202,13 +204,13 @@ BOOST_AUTO_TEST_CASE(load_filename_wins_over_a_newer_file) {
   auto args = pymarlin_args(dir);
   args.period = 1;
   args.load_dir = args.save_dir;
-  DefaultCheckpointer writer(args);
+  DefaultCheckpointer writer(args, storage_under_test());
   writer.save(checkpoint_at_epoch(3), 3);
   writer.save(checkpoint_at_epoch(9), 9);
   args.load_filename = "test_3.tar";
-  BOOST_TEST(DefaultCheckpointer(args).load().trainer_state.at("last_epoch").toInt() == 3);
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().trainer_state.at("last_epoch").toInt() == 3);
   args.load_filename.reset();
-  BOOST_TEST(DefaultCheckpointer(args).load().trainer_state.at("last_epoch").toInt() == 9);
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().trainer_state.at("last_epoch").toInt() == 9);
 }
 
 BOOST_AUTO_TEST_CASE(latest_file_matches_names_exactly) {
@@ -218,29 +220,29 @@ BOOST_AUTO_TEST_CASE(latest_file_matches_names_exactly) {
                            ".model_60.pt.ckpt-tmp-abc123"}) {
     ckpt::test::write_text(dir / name, "");
   }
-  BOOST_TEST(ckpt::get_latest_file(dir.path()).empty());
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()).empty());
   ckpt::test::write_text(dir / "model_3.pt", "");
   ckpt::test::write_text(dir / "model_12.pt", "");
-  BOOST_TEST(ckpt::get_latest_file(dir.path()) == dir / "model_12.pt");
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()) == dir / "model_12.pt");
 }
 
 BOOST_AUTO_TEST_CASE(latest_file_is_recursive_numeric_and_deterministic) {
   TempDir dir;
-  std::filesystem::create_directories(dir / "b" / "deep");
-  std::filesystem::create_directories(dir / "a");
+  ckpt::test::make_directories(dir / "b" / "deep");
+  ckpt::test::make_directories(dir / "a");
   ckpt::test::write_text(dir / "model_9.pt", "");
   ckpt::test::write_text(dir / "b" / "deep" / "model_10.pt", "");
   ckpt::test::write_text(dir / "a" / "model_10.pt", "");
-  std::filesystem::create_directories(dir / "model_99.pt");  // a directory is no candidate
-  BOOST_TEST(ckpt::get_latest_file(dir.path()) == dir / "a" / "model_10.pt");
-  BOOST_TEST(ckpt::get_latest_file(dir / "missing").empty());
+  ckpt::test::make_directories(dir / "model_99.pt");  // a directory is no candidate
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()) == dir / "a" / "model_10.pt");
+  BOOST_TEST(ckpt::get_latest_file(dir / "missing", "model", "pt", *storage_under_test()).empty());
 }
 
 BOOST_AUTO_TEST_CASE(delete_existing_removes_only_our_own_files) {
   TempDir dir;
   auto args = pymarlin_args(dir);
   args.model_state_save_dir = args.save_dir;
-  std::filesystem::create_directories(args.save_dir / "sub");
+  ckpt::test::make_directories(args.save_dir / "sub");
   const std::vector<std::string> ours{"test_0.tar", "test_12.tar", "test_model_3.tar"};
   const std::vector<std::string> theirs{"transcript", "notes.tar", "test_best.tar", "other_1.tar",
                                         "test_1.tar.bak"};
@@ -248,19 +250,19 @@ BOOST_AUTO_TEST_CASE(delete_existing_removes_only_our_own_files) {
   for (const auto& name : theirs) ckpt::test::write_text(args.save_dir / name, "x");
   ckpt::test::write_text(args.save_dir / "sub" / "test_5.tar", "x");
   args.delete_existing_checkpoints = true;
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   auto expected = theirs;
   std::sort(expected.begin(), expected.end());
   BOOST_TEST(files_in(args.save_dir) == expected, boost::test_tools::per_element());
-  BOOST_TEST(std::filesystem::exists(args.save_dir / "sub" / "test_5.tar"));
+  BOOST_TEST(ckpt::test::exists(args.save_dir / "sub" / "test_5.tar"));
 }
 
 BOOST_AUTO_TEST_CASE(written_file_holds_exactly_pymarlins_three_keys) {
   TempDir dir;
   auto args = pymarlin_args(dir);
-  DefaultCheckpointer checkpointer(args);
+  DefaultCheckpointer checkpointer(args, storage_under_test());
   const auto path = checkpointer.save(checkpoint_at_epoch(0), 0).value();
-  const auto file = ckpt::load_state_file(path);
+  const auto file = ckpt::load_state_file(path, *storage_under_test());
   BOOST_TEST(file.keys() == (std::vector<std::string>{"module_interface_state", "trainer_state",
                                                       "trainer_backend_state"}),
              boost::test_tools::per_element());
@@ -269,10 +271,10 @@ BOOST_AUTO_TEST_CASE(written_file_holds_exactly_pymarlins_three_keys) {
 BOOST_AUTO_TEST_CASE(load_of_an_unreadable_file_is_an_error_naming_it) {
   TempDir dir;
   auto args = pymarlin_args(dir);
-  std::filesystem::create_directories(args.save_dir);
+  ckpt::test::make_directories(args.save_dir);
   ckpt::test::write_text(args.save_dir / "test_4.tar", "garbage");
   args.load_dir = args.save_dir;
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args).load(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(), ckpt::CheckpointError,
                         message_contains("test_4.tar"));
 }
 

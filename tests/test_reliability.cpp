@@ -22,6 +22,7 @@ using ckpt::DefaultCheckpointerArguments;
 using ckpt::test::files_in;
 using ckpt::test::LogCapture;
 using ckpt::test::message_contains;
+using ckpt::test::storage_under_test;
 using ckpt::test::TempDir;
 
 namespace {
@@ -117,7 +118,7 @@ BOOST_AUTO_TEST_SUITE(integrity)
 BOOST_AUTO_TEST_CASE(every_flipped_byte_is_detected) {
   TempDir dir;
   const auto path = dir / "test_0.tar";
-  ckpt::save_checkpoint_file(real_checkpoint(0), path);
+  ckpt::save_checkpoint_file(real_checkpoint(0), path, *storage_under_test());
   const std::string good = read_bytes(path);
   std::size_t detected = 0;
   for (std::size_t i = 0; i < good.size(); ++i) {
@@ -125,12 +126,12 @@ BOOST_AUTO_TEST_CASE(every_flipped_byte_is_detected) {
     bad[i] = static_cast<char>(bad[i] ^ 0x5a);
     write_bytes(path, bad);
     try {
-      ckpt::verify_file(path);
+      ckpt::verify_file(path, *storage_under_test());
       BOOST_ERROR("flip at byte " << i << " of " << good.size() << " not detected");
     } catch (const ckpt::CheckpointError& e) {
       detected += std::string(e.what()).find(path.string()) != std::string::npos ? 1 : 0;
     }
-    BOOST_CHECK_THROW(ckpt::load_checkpoint_file(path), ckpt::CheckpointError);
+    BOOST_CHECK_THROW(ckpt::load_checkpoint_file(path, *storage_under_test()), ckpt::CheckpointError);
   }
   BOOST_TEST_MESSAGE("flipped " << good.size() << " bytes, " << detected << " detected and named");
   BOOST_TEST(detected == good.size());
@@ -139,35 +140,35 @@ BOOST_AUTO_TEST_CASE(every_flipped_byte_is_detected) {
 BOOST_AUTO_TEST_CASE(damaged_tensor_data_names_its_record) {
   TempDir dir;
   const auto path = dir / "test_0.tar";
-  ckpt::save_checkpoint_file(real_checkpoint(0), path);
+  ckpt::save_checkpoint_file(real_checkpoint(0), path, *storage_under_test());
   std::string bytes = read_bytes(path);
   // The first tensor record's data follows the "data/0" name and its 64-byte alignment.
   const auto name = bytes.find("data/0");
   const auto data_start = (name + 6 + 4 + 63) / 64 * 64;
   bytes[data_start + 1] ^= 1;
   write_bytes(path, bytes);
-  BOOST_CHECK_EXCEPTION(ckpt::verify_file(path), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(ckpt::verify_file(path, *storage_under_test()), ckpt::CheckpointError,
                         message_contains(path.string(), "record 'data/0'"));
 }
 
 BOOST_AUTO_TEST_CASE(truncated_zero_and_foreign_files_are_detected) {
   TempDir dir;
   const auto path = dir / "test_0.tar";
-  ckpt::save_checkpoint_file(real_checkpoint(0), path);
+  ckpt::save_checkpoint_file(real_checkpoint(0), path, *storage_under_test());
   const std::string good = read_bytes(path);
   std::size_t cuts = 0;
   for (std::size_t length = 0; length < good.size(); length += 1 + length / 8) {
     write_bytes(path, good.substr(0, length));
-    BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path), ckpt::CheckpointError,
+    BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path, *storage_under_test()), ckpt::CheckpointError,
                           message_contains(path.string()));
     ++cuts;
   }
   BOOST_TEST_MESSAGE("truncated at " << cuts << " lengths");
   write_bytes(path, "");
-  BOOST_CHECK_EXCEPTION(ckpt::verify_file(path), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(ckpt::verify_file(path, *storage_under_test()), ckpt::CheckpointError,
                         message_contains(path.string(), "empty"));
   write_bytes(path, "#!/bin/sh\necho not a checkpoint\n");
-  BOOST_CHECK_EXCEPTION(ckpt::verify_file(path), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(ckpt::verify_file(path, *storage_under_test()), ckpt::CheckpointError,
                         message_contains(path.string(), "not a valid checkpoint"));
 }
 
@@ -178,7 +179,7 @@ BOOST_AUTO_TEST_SUITE(fallback)
 BOOST_AUTO_TEST_CASE(discovery_falls_back_to_the_newest_checkpoint_that_verifies) {
   TempDir dir;
   auto args = args_in(dir.path());
-  DefaultCheckpointer writer(args);
+  DefaultCheckpointer writer(args, storage_under_test());
   for (int64_t epoch : {1, 2, 3}) writer.save(real_checkpoint(epoch), epoch);
   std::string bytes = read_bytes(dir / "test_3.tar");
   bytes[bytes.size() / 2] ^= 0x10;
@@ -186,11 +187,11 @@ BOOST_AUTO_TEST_CASE(discovery_falls_back_to_the_newest_checkpoint_that_verifies
   write_bytes(dir / "test_2.tar", read_bytes(dir / "test_2.tar").substr(0, 100));
 
   LogCapture log;
-  const Checkpoint loaded = DefaultCheckpointer(args).load();
+  const Checkpoint loaded = DefaultCheckpointer(args, storage_under_test()).load();
   BOOST_TEST((loaded == real_checkpoint(1)));
   BOOST_TEST(log.contains("skipping checkpoint " + (dir / "test_3.tar").string()));
   BOOST_TEST(log.contains("skipping checkpoint " + (dir / "test_2.tar").string()));
-  BOOST_TEST(DefaultCheckpointer(args).check() == dir / "test_1.tar");
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).check() == dir / "test_1.tar");
   // Nothing was deleted or rewritten by loading.
   BOOST_TEST(files_in(dir.path()) ==
                  (std::vector<std::string>{"test_1.tar", "test_2.tar", "test_3.tar"}),
@@ -202,36 +203,39 @@ BOOST_AUTO_TEST_CASE(no_checkpoint_that_loads_is_an_error_listing_each) {
   auto args = args_in(dir.path());
   write_bytes(dir / "test_1.tar", "junk");
   write_bytes(dir / "test_2.tar", "");
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args).load(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(), ckpt::CheckpointError,
                         message_contains("none of the 2 checkpoints", "test_1.tar", "test_2.tar"));
 }
 
 BOOST_AUTO_TEST_CASE(a_named_file_that_fails_verification_is_an_error_not_a_substitute) {
   TempDir dir;
   auto args = args_in(dir.path());
-  DefaultCheckpointer writer(args);
+  DefaultCheckpointer writer(args, storage_under_test());
   writer.save(real_checkpoint(1), 1);
   writer.save(real_checkpoint(2), 2);
   std::string bytes = read_bytes(dir / "test_2.tar");
   bytes[bytes.size() - 5] ^= 0x01;
   write_bytes(dir / "test_2.tar", bytes);
   args.load_filename = "test_2.tar";
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args).load(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(), ckpt::CheckpointError,
                         message_contains((dir / "test_2.tar").string(), "checksum"));
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args).check(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).check(), ckpt::CheckpointError,
                         message_contains((dir / "test_2.tar").string(), "checksum"));
 }
 
-BOOST_AUTO_TEST_CASE(leftover_temporaries_of_ours_are_removed_and_never_loaded) {
+// The temporaries are LocalStorage's (`.<name>.ckpt-tmp-XXXXXX`); an uncommitted MemoryStorage
+// write leaves nothing to remove.
+BOOST_AUTO_TEST_CASE(leftover_temporaries_of_ours_are_removed_and_never_loaded,
+                     *boost::unit_test::precondition(ckpt::test::local_only)) {
   TempDir dir;
   auto args = args_in(dir.path());
-  DefaultCheckpointer(args).save(real_checkpoint(1), 1);
+  DefaultCheckpointer(args, storage_under_test()).save(real_checkpoint(1), 1);
   const std::string complete = read_bytes(dir / "test_1.tar");
   write_bytes(dir / ".test_9.tar.ckpt-tmp-Ab12Cd", complete);   // ours: removed
   write_bytes(dir / ".notes.txt.ckpt-tmp-Ab12Cd", "keep");       // not one of our names: kept
   write_bytes(dir / ".test_9.tar.ckpt-tmp-toolong", "keep");     // not our pattern: kept
   LogCapture log;
-  BOOST_TEST(DefaultCheckpointer(args).check() == dir / "test_1.tar");
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).check() == dir / "test_1.tar");
   BOOST_TEST(files_in(dir.path()) ==
                  (std::vector<std::string>{".notes.txt.ckpt-tmp-Ab12Cd",
                                            ".test_9.tar.ckpt-tmp-toolong", "test_1.tar"}),
@@ -241,7 +245,8 @@ BOOST_AUTO_TEST_CASE(leftover_temporaries_of_ours_are_removed_and_never_loaded) 
 
 BOOST_AUTO_TEST_SUITE_END()
 
-BOOST_AUTO_TEST_SUITE(storage_failures)
+// System calls failing, real small and read-only filesystems, permissions: the local filesystem's.
+BOOST_AUTO_TEST_SUITE(storage_failures, *boost::unit_test::precondition(ckpt::test::local_only))
 
 // Every I/O call a save makes, failed in turn with each errno: a CheckpointError naming the file
 // and the system's reason, no partial file under a checkpoint's name, no temporary left, the older
@@ -344,7 +349,9 @@ BOOST_AUTO_TEST_CASE(disk_full_for_real_on_a_small_tmpfs) {
   // ...and without it (a storage that claims unlimited space) the write itself hits ENOSPC.
   struct NoPreflight final : ckpt::StorageWrapper {
     using StorageWrapper::StorageWrapper;
-    uint64_t available_space(const std::filesystem::path&) override { return UINT64_MAX / 2; }
+    std::optional<uint64_t> available_space(const std::filesystem::path&) override {
+      return UINT64_MAX / 2;
+    }
   };
   DefaultCheckpointer unchecked(args, std::make_shared<NoPreflight>(ckpt::Storage::local()));
   BOOST_CHECK_EXCEPTION(unchecked.save(big, 2), ckpt::CheckpointError,
@@ -443,7 +450,7 @@ struct Crafted {
 BOOST_AUTO_TEST_CASE(absurd_sizes_and_offsets_are_refused) {
   TempDir dir;
   const auto good = dir / "good.pt";
-  ckpt::save_checkpoint_file(real_checkpoint(0), good);
+  ckpt::save_checkpoint_file(real_checkpoint(0), good, *storage_under_test());
   const Crafted base(good);
   const std::vector<std::pair<std::string, Crafted>> cases{
       {"central directory out of bounds", Crafted(base).set(base.end + 16, 4, 0xfffffff0)},
@@ -463,8 +470,8 @@ BOOST_AUTO_TEST_CASE(absurd_sizes_and_offsets_are_refused) {
     BOOST_TEST_CONTEXT(expected) {
       const auto path = dir / "hostile.pt";
       write_bytes(path, crafted.bytes);
-      BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path), ckpt::CheckpointError,
-                            message_contains(path.string(), expected));
+      BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path, *storage_under_test()),
+                            ckpt::CheckpointError, message_contains(path.string(), expected));
     }
   }
 }

@@ -4,6 +4,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,52 +23,13 @@
 
 namespace sample_trainer::test {
 
-/// A fresh temporary directory, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device random;
-    path_ = std::filesystem::temp_directory_path() /
-            ("sample-trainer-test-" + std::to_string(::getpid()) + "-" + std::to_string(random()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
-
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-inline void write_text(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-/// Names of the regular files directly in `dir`, sorted; empty if `dir` does not exist.
-inline std::vector<std::string> files_in(const std::filesystem::path& dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) return names;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.is_regular_file()) names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
+// TempDir, read_text, write_text, files_in and quote are the shared ones (test_util.h). The
+// sample trainer's files are the local filesystem's: its suites run on that storage only.
+using ckpt::test::files_in;
+using ckpt::test::quote;
+using ckpt::test::read_text;
+using ckpt::test::TempDir;
+using ckpt::test::write_text;
 
 /// Everything under `dir`, recursively: relative path -> (size, modification time), so that two
 /// snapshots differ when anything was written, created or deleted.
@@ -80,13 +43,6 @@ inline Snapshot snapshot(const std::filesystem::path& dir) {
                         static_cast<long long>(entry.last_write_time().time_since_epoch().count())};
   }
   return result;
-}
-
-/// `text` quoted for the shell.
-inline std::string quote(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 struct RunResult {
@@ -109,8 +65,8 @@ inline RunResult run_in(const std::filesystem::path& cwd, const std::filesystem:
   const int status = std::system(full.c_str());
   RunResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = read_text(out_path);
-  result.err = read_text(err_path);
+  result.out = read_text(out_path, *ckpt::Storage::local());
+  result.err = read_text(err_path, *ckpt::Storage::local());
   BOOST_TEST_MESSAGE("$ " << command << "  -> exit " << result.exit_code);
   return result;
 }

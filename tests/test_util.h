@@ -1,20 +1,70 @@
 #pragma once
-// Test doubles and helpers shared by the test files.
+// Test doubles and helpers shared by the test files (the sample trainer's tests re-export them
+// from test_sample_trainer_helpers.h).
+//
+// The storage under test: storage_under_test() is the local filesystem, or with
+// CKPT_TEST_STORAGE=memory one process-wide MemoryStorage (tests/CMakeLists.txt registers the
+// suites in CKPT_BOTH_STORAGE_SUITES a second time as <suite>_memory so). The file helpers below
+// (files_in, count_files, read_text, write_text, exists, make_directories, remove_file,
+// flip_byte) go through it, so a test written with them runs on either. A case that is about the
+// local filesystem itself is marked `*boost::unit_test::precondition(ckpt::test::local_only)`.
+
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/memory_storage.h>
+#include <ckpt/storage.h>
 
 #include <boost/test/unit_test.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
-#include <sys/wait.h>
+#include <vector>
 
 namespace ckpt::test {
 
-/// A fresh temporary directory, removed with everything in it on destruction.
+/// True if CKPT_TEST_STORAGE=memory; unset or empty means the local filesystem. Any other value
+/// is a mistake in the test setup: it throws, failing every test that asks.
+inline bool memory_storage_under_test() {
+  const char* env = std::getenv("CKPT_TEST_STORAGE");
+  const std::string value = env != nullptr ? env : "";
+  if (value.empty() || value == "local") return false;
+  if (value == "memory") return true;
+  throw std::invalid_argument("CKPT_TEST_STORAGE='" + value +
+                              "' is not a storage the tests know: use 'memory' or leave it unset "
+                              "(the local filesystem)");
+}
+
+/// The Storage the storage-independent tests run on: Storage::local(), or with
+/// CKPT_TEST_STORAGE=memory one MemoryStorage (without capacity: free space unknown) shared by the
+/// whole process.
+inline std::shared_ptr<Storage> storage_under_test() {
+  if (!memory_storage_under_test()) return Storage::local();
+  static const std::shared_ptr<Storage> memory = std::make_shared<MemoryStorage>();
+  return memory;
+}
+
+/// A Boost.Test precondition for cases about the local filesystem itself (system-call failures,
+/// tmpfs, permissions, processes that die, other programs reading the files): they are skipped,
+/// with this reason, when the suite runs on MemoryStorage.
+inline boost::test_tools::assertion_result local_only(boost::unit_test::test_unit_id) {
+  boost::test_tools::assertion_result result(!memory_storage_under_test());
+  result.message() << "needs the local filesystem (CKPT_TEST_STORAGE=memory)";
+  return result;
+}
+
+/// A fresh temporary directory, removed with everything in it on destruction (on the local
+/// filesystem, and under it in storage_under_test() when that is not the local one). It is created
+/// locally in any case, since most tests also use it for local scratch files.
 class TempDir {
  public:
   TempDir() {
@@ -28,6 +78,15 @@ class TempDir {
     std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
                                  std::filesystem::perm_options::add, ec);
     std::filesystem::remove_all(path_, ec);
+    try {
+      if (memory_storage_under_test()) {
+        auto storage = storage_under_test();
+        for (const auto& file : storage->list(path_, /*recursive=*/true))
+          storage->remove(file.path);
+      }
+    } catch (...) {
+      // A destructor must not throw; the memory is the process's and goes with it.
+    }
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
@@ -38,31 +97,123 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-/// Names of the regular files directly in `dir`, sorted.
-inline std::vector<std::string> files_in(const std::filesystem::path& dir) {
+/// Names of the files directly in `dir` (regular files; hidden ones too), sorted; empty if `dir`
+/// does not exist.
+inline std::vector<std::string> files_in(const std::filesystem::path& dir,
+                                         Storage& storage = *storage_under_test()) {
   std::vector<std::string> names;
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) return names;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.is_regular_file()) names.push_back(entry.path().filename().string());
+  for (const auto& file : storage.list(dir, /*recursive=*/false)) {
+    names.push_back(file.path.filename().string());
   }
   std::sort(names.begin(), names.end());
   return names;
 }
 
-inline std::size_t count_files(const std::filesystem::path& dir) { return files_in(dir).size(); }
-
-inline void write_text(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
+inline std::size_t count_files(const std::filesystem::path& dir,
+                               Storage& storage = *storage_under_test()) {
+  return files_in(dir, storage).size();
 }
 
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
+/// True if a file or directory is at `path`.
+inline bool exists(const std::filesystem::path& path, Storage& storage = *storage_under_test()) {
+  return storage.stat(path).has_value();
 }
+
+/// Writes `text` to `path` (replacing it), committed. Throws CheckpointError on failure. On the
+/// local filesystem itself it is a plain write (no temporary, no fsync: test data need not survive
+/// a power loss, and some tests rewrite a file thousands of times).
+inline void write_text(const std::filesystem::path& path, const std::string& text,
+                       Storage& storage = *storage_under_test()) {
+  if (&storage == Storage::local().get()) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) throw CheckpointError("test helper: cannot write " + path.string(), path);
+    return;
+  }
+  auto file = storage.create(path);
+  file->append(text.data(), text.size());
+  file->commit();
+}
+
+/// The whole of `path`; empty if there is no file there (as an ifstream would read it).
+inline std::string read_text(const std::filesystem::path& path,
+                             Storage& storage = *storage_under_test()) {
+  const auto info = storage.stat(path);
+  if (!info || info->is_directory) return {};
+  return read_small_file(storage, path, std::size_t{1} << 40);
+}
+
+inline void make_directories(const std::filesystem::path& dir,
+                             Storage& storage = *storage_under_test()) {
+  storage.create_directories(dir);
+}
+
+inline void remove_file(const std::filesystem::path& path,
+                        Storage& storage = *storage_under_test()) {
+  storage.remove(path);
+}
+
+/// Flips bits of one byte of `path` (by default in its middle) and writes it back.
+inline void flip_byte(const std::filesystem::path& path, std::size_t offset = SIZE_MAX,
+                      unsigned char mask = 0x5a, Storage& storage = *storage_under_test()) {
+  std::string bytes = read_small_file(storage, path, std::size_t{1} << 40);
+  BOOST_REQUIRE_MESSAGE(!bytes.empty(), "cannot flip a byte of the empty file " << path);
+  if (offset == SIZE_MAX) offset = bytes.size() / 2;
+  BOOST_REQUIRE_MESSAGE(offset < bytes.size(),
+                        "offset " << offset << " is past the end of " << path);
+  bytes[offset] = static_cast<char>(bytes[offset] ^ mask);
+  write_text(path, bytes, storage);
+}
+
+/// Forwards to another Storage and journals, in order, "create:<path>" for every writer started,
+/// "commit:<path>" for every commit that returned (the file is then visible and durable) and
+/// "remove:<path>" for every removal: the order of what a checkpointer makes durable and deletes,
+/// on any storage.
+class RecordingStorage : public StorageWrapper {
+ public:
+  explicit RecordingStorage(std::shared_ptr<Storage> target = storage_under_test())
+      : StorageWrapper(std::move(target)) {}
+
+  std::unique_ptr<WritableFile> create(const std::filesystem::path& path) override {
+    auto file = StorageWrapper::create(path);
+    record("create:" + path.string());
+    return std::make_unique<File>(*this, std::move(file), path);
+  }
+  void remove(const std::filesystem::path& path) override {
+    record("remove:" + path.string());
+    StorageWrapper::remove(path);
+  }
+  std::vector<std::string> journal() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return journal_;
+  }
+
+ private:
+  class File final : public WritableFile {
+   public:
+    File(RecordingStorage& owner, std::unique_ptr<WritableFile> inner, std::filesystem::path path)
+        : owner_(owner), inner_(std::move(inner)), path_(std::move(path)) {}
+    void append(const void* data, std::size_t size) override { inner_->append(data, size); }
+    void commit() override {
+      inner_->commit();
+      owner_.record("commit:" + path_.string());
+    }
+
+   private:
+    RecordingStorage& owner_;
+    std::unique_ptr<WritableFile> inner_;
+    std::filesystem::path path_;
+  };
+
+  void record(std::string entry) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    journal_.push_back(std::move(entry));
+  }
+
+  std::mutex mutex_;
+  std::vector<std::string> journal_;
+};
 
 struct CommandResult {
   int exit_code = -1;
