@@ -105,7 +105,9 @@ BOOST_AUTO_TEST_CASE(every_n_train_steps_saves_mid_epoch_at_multiples) {
   BOOST_CHECK(!checkpointer.save_step(make_checkpoint(4), at_step(4)));
   BOOST_CHECK(checkpointer.save_step(make_checkpoint(4), at_step(4), /*force=*/true));
   // The newest is the latest step; load() resumes from it.
-  BOOST_CHECK_EQUAL(get_latest_file(dir.path(), "model", "pt", *storage_under_test()).filename().string(), "model_2_step_9.pt");
+  BOOST_CHECK_EQUAL(
+      get_latest_file(dir.path(), "model", "pt", *storage_under_test()).filename().string(),
+      "model_2_step_9.pt");
   BOOST_CHECK_EQUAL(weight_of(checkpointer.load()), 9.0f);
 }
 
@@ -139,7 +141,8 @@ BOOST_AUTO_TEST_CASE(step_checkpoints_sort_between_their_epochs) {
     write_text(dir / name, "x");
   }
   std::vector<std::string> order;
-  for (const auto& path : list_checkpoints(dir.path(), "model", "pt", *storage_under_test())) order.push_back(path.filename().string());
+  for (const auto& path : list_checkpoints(dir.path(), "model", "pt", *storage_under_test()))
+    order.push_back(path.filename().string());
   BOOST_CHECK((order == std::vector<std::string>{"model_2_step_100.pt", "model_2_step_99.pt",
                                                  "model_1.pt", "model_1_step_50.pt",
                                                  "model_0.pt"}));
@@ -181,23 +184,28 @@ BOOST_AUTO_TEST_CASE(bad_trigger_options_are_refused_naming_them) {
   TempDir dir;
   auto args = args_in(dir.path());
   args.every_n_train_steps = -1;
-  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("every_n_train_steps"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
+                        message_contains("every_n_train_steps"));
   args = args_in(dir.path());
   args.train_time_interval = -2;
-  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("train_time_interval"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
+                        message_contains("train_time_interval"));
   args = args_in(dir.path());
   args.keep_last_n = -1;
-  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("keep_last_n"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
+                        message_contains("keep_last_n"));
   args = args_in(dir.path());
   args.save_top_k = 2;
   BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
                         message_contains("save_top_k", "monitor"));
   args.monitor = "val_loss";
   args.mode = "avg";
-  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("mode 'avg'"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
+                        message_contains("mode 'avg'"));
   args = args_in(dir.path());
   args.disk_margin_mb = -1;
-  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError, message_contains("disk_margin_mb"));
+  BOOST_CHECK_EXCEPTION(args.validate(*storage_under_test()), CheckpointError,
+                        message_contains("disk_margin_mb"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -488,13 +496,15 @@ BOOST_AUTO_TEST_CASE(a_valid_pointer_is_used) {
   // The same name deeper in the tree sorts first in a scan ("a/..." < "model_2.pt"); the pointer,
   // which names the top-level file, wins.
   make_directories(saved.dir / "a");
-  save_checkpoint_file(make_checkpoint(42), saved.dir / "a" / "model_2.pt",
-                       *storage_under_test());
+  save_checkpoint_file(make_checkpoint(42), saved.dir / "a" / "model_2.pt", *storage_under_test());
   BOOST_CHECK_EQUAL(get_latest_file(saved.dir.path(), "model", "pt", *storage_under_test()),
                     saved.dir / "a" / "model_2.pt");
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 2.0f);
+  BOOST_CHECK_EQUAL(
+      weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 2.0f);
   remove_file(saved.pointer());
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 42.0f);
+  BOOST_CHECK_EQUAL(
+      weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()),
+      42.0f);
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_stale_or_missing_pointers_fall_back_to_the_scan) {
@@ -506,7 +516,8 @@ BOOST_AUTO_TEST_CASE(corrupt_stale_or_missing_pointers_fall_back_to_the_scan) {
       write_text(saved.pointer(), pointer_text);
     }
     LogCapture log;
-    const float loaded = weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load());
+    const float loaded =
+        weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load());
     BOOST_TEST_CONTEXT("pointer '" << pointer_text << "'") {
       BOOST_CHECK_EQUAL(loaded, 2.0f);
       if (warning.empty()) {
@@ -527,7 +538,8 @@ BOOST_AUTO_TEST_CASE(corrupt_stale_or_missing_pointers_fall_back_to_the_scan) {
   write_text(saved.pointer(), "model_2.pt\n");
   corrupt(saved.dir / "model_2.pt");
   LogCapture log;
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 1.0f);
+  BOOST_CHECK_EQUAL(
+      weight_of(DefaultCheckpointer(args_in(saved.dir.path()), storage_under_test()).load()), 1.0f);
   BOOST_CHECK(log.contains("skipping checkpoint"));
 }
 
@@ -543,7 +555,8 @@ BOOST_AUTO_TEST_CASE(a_failed_pointer_update_keeps_the_save_and_the_scan_recover
   BOOST_CHECK(checkpointer.save(make_checkpoint(1), 1));
   BOOST_CHECK(log.contains("could not update the latest pointer"));
   BOOST_CHECK_EQUAL(read_text(dir / "model_latest"), "model_0.pt\n");  // old, not torn
-  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(dir.path()), Storage::local()).load()), 1.0f);
+  BOOST_CHECK_EQUAL(weight_of(DefaultCheckpointer(args_in(dir.path()), Storage::local()).load()),
+                    1.0f);
   BOOST_CHECK(log.contains("is stale"));
 }
 
@@ -555,7 +568,9 @@ BOOST_AUTO_TEST_SUITE(preflight)
 // journalling what is written (RecordingStorage).
 struct FakeDisk final : StorageWrapper {
   FakeDisk(fs::path dir, uint64_t budget)
-      : StorageWrapper(std::make_shared<RecordingStorage>()), dir_(std::move(dir)), budget_(budget) {}
+      : StorageWrapper(std::make_shared<RecordingStorage>()),
+        dir_(std::move(dir)),
+        budget_(budget) {}
   std::optional<uint64_t> available_space(const fs::path&) override {
     uint64_t used = 0;
     for (const auto& file : target().list(dir_, /*recursive=*/false)) used += file.size;

@@ -75,7 +75,8 @@ BOOST_AUTO_TEST_CASE(test_save_model) {
   BOOST_TEST(files_in(args.model_state_save_dir) ==
                  (std::vector<std::string>{"test_model_0.tar", "test_model_1.tar"}),
              boost::test_tools::per_element());
-  BOOST_TEST((ckpt::load_state_file(args.model_state_save_dir / "test_model_1.tar", *storage_under_test()) == weights));
+  BOOST_TEST((ckpt::load_state_file(args.model_state_save_dir / "test_model_1.tar",
+                                    *storage_under_test()) == weights));
 }
 
 BOOST_AUTO_TEST_CASE(test_load) {
@@ -102,14 +103,18 @@ BOOST_AUTO_TEST_CASE(test_load) {
                              *storage_under_test());
   checkpointer.save(checkpoint_at_epoch(8), 8);
   args.load_filename = "custom_filename.tar";
-  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().trainer_state.at("last_epoch").toInt() == 1);
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test())
+                 .load()
+                 .trainer_state.at("last_epoch")
+                 .toInt() == 1);
 }
 
 BOOST_AUTO_TEST_CASE(test_get_latest_file) {
   TempDir dir;
   ckpt::test::write_text(dir / "test_1.tar", "");
   ckpt::test::write_text(dir / "test_2.tar", "");
-  BOOST_TEST(ckpt::get_latest_file(dir.path(), "test", "tar", *storage_under_test()) == dir / "test_2.tar");
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "test", "tar", *storage_under_test()) ==
+             dir / "test_2.tar");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -135,10 +140,13 @@ BOOST_AUTO_TEST_CASE(checkpoint_false_beats_force_and_index_zero_saves) {
   TempDir dir;
   auto args = pymarlin_args(dir);
   args.checkpoint = false;
-  BOOST_TEST(!DefaultCheckpointer(args, storage_under_test()).save(checkpoint_at_epoch(1), 1, true).has_value());
+  BOOST_TEST(!DefaultCheckpointer(args, storage_under_test())
+                  .save(checkpoint_at_epoch(1), 1, true)
+                  .has_value());
   args.checkpoint = true;
   args.period = 5;
-  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).save(checkpoint_at_epoch(0), 0).has_value());
+  BOOST_TEST(
+      DefaultCheckpointer(args, storage_under_test()).save(checkpoint_at_epoch(0), 0).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(invalid_period_is_an_error_naming_the_value) {
@@ -179,8 +187,8 @@ BOOST_AUTO_TEST_CASE(save_creates_directories_and_a_save_dir_that_is_a_file_is_a
   BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()), ckpt::CheckpointError,
                         message_contains("save_dir", "file", "not a directory"));
   BOOST_TEST(ckpt::test::read_text(dir / "file") == "precious");
-  BOOST_CHECK_EXCEPTION(ckpt::check_mk_dir(dir / "file", *storage_under_test()), ckpt::CheckpointError,
-                        message_contains("not a directory"));
+  BOOST_CHECK_EXCEPTION(ckpt::check_mk_dir(dir / "file", *storage_under_test()),
+                        ckpt::CheckpointError, message_contains("not a directory"));
 }
 
 BOOST_AUTO_TEST_CASE(missing_load_filename_is_an_error_not_a_fresh_start) {
@@ -208,9 +216,15 @@ BOOST_AUTO_TEST_CASE(load_filename_wins_over_a_newer_file) {
   writer.save(checkpoint_at_epoch(3), 3);
   writer.save(checkpoint_at_epoch(9), 9);
   args.load_filename = "test_3.tar";
-  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().trainer_state.at("last_epoch").toInt() == 3);
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test())
+                 .load()
+                 .trainer_state.at("last_epoch")
+                 .toInt() == 3);
   args.load_filename.reset();
-  BOOST_TEST(DefaultCheckpointer(args, storage_under_test()).load().trainer_state.at("last_epoch").toInt() == 9);
+  BOOST_TEST(DefaultCheckpointer(args, storage_under_test())
+                 .load()
+                 .trainer_state.at("last_epoch")
+                 .toInt() == 9);
 }
 
 BOOST_AUTO_TEST_CASE(latest_file_matches_names_exactly) {
@@ -223,7 +237,8 @@ BOOST_AUTO_TEST_CASE(latest_file_matches_names_exactly) {
   BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()).empty());
   ckpt::test::write_text(dir / "model_3.pt", "");
   ckpt::test::write_text(dir / "model_12.pt", "");
-  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()) == dir / "model_12.pt");
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()) ==
+             dir / "model_12.pt");
 }
 
 BOOST_AUTO_TEST_CASE(latest_file_is_recursive_numeric_and_deterministic) {
@@ -234,7 +249,8 @@ BOOST_AUTO_TEST_CASE(latest_file_is_recursive_numeric_and_deterministic) {
   ckpt::test::write_text(dir / "b" / "deep" / "model_10.pt", "");
   ckpt::test::write_text(dir / "a" / "model_10.pt", "");
   ckpt::test::make_directories(dir / "model_99.pt");  // a directory is no candidate
-  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()) == dir / "a" / "model_10.pt");
+  BOOST_TEST(ckpt::get_latest_file(dir.path(), "model", "pt", *storage_under_test()) ==
+             dir / "a" / "model_10.pt");
   BOOST_TEST(ckpt::get_latest_file(dir / "missing", "model", "pt", *storage_under_test()).empty());
 }
 
@@ -274,8 +290,8 @@ BOOST_AUTO_TEST_CASE(load_of_an_unreadable_file_is_an_error_naming_it) {
   ckpt::test::make_directories(args.save_dir);
   ckpt::test::write_text(args.save_dir / "test_4.tar", "garbage");
   args.load_dir = args.save_dir;
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(), ckpt::CheckpointError,
-                        message_contains("test_4.tar"));
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(),
+                        ckpt::CheckpointError, message_contains("test_4.tar"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -131,7 +131,8 @@ BOOST_AUTO_TEST_CASE(every_flipped_byte_is_detected) {
     } catch (const ckpt::CheckpointError& e) {
       detected += std::string(e.what()).find(path.string()) != std::string::npos ? 1 : 0;
     }
-    BOOST_CHECK_THROW(ckpt::load_checkpoint_file(path, *storage_under_test()), ckpt::CheckpointError);
+    BOOST_CHECK_THROW(ckpt::load_checkpoint_file(path, *storage_under_test()),
+                      ckpt::CheckpointError);
   }
   BOOST_TEST_MESSAGE("flipped " << good.size() << " bytes, " << detected << " detected and named");
   BOOST_TEST(detected == good.size());
@@ -159,8 +160,8 @@ BOOST_AUTO_TEST_CASE(truncated_zero_and_foreign_files_are_detected) {
   std::size_t cuts = 0;
   for (std::size_t length = 0; length < good.size(); length += 1 + length / 8) {
     write_bytes(path, good.substr(0, length));
-    BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path, *storage_under_test()), ckpt::CheckpointError,
-                          message_contains(path.string()));
+    BOOST_CHECK_EXCEPTION(ckpt::load_checkpoint_file(path, *storage_under_test()),
+                          ckpt::CheckpointError, message_contains(path.string()));
     ++cuts;
   }
   BOOST_TEST_MESSAGE("truncated at " << cuts << " lengths");
@@ -203,7 +204,8 @@ BOOST_AUTO_TEST_CASE(no_checkpoint_that_loads_is_an_error_listing_each) {
   auto args = args_in(dir.path());
   write_bytes(dir / "test_1.tar", "junk");
   write_bytes(dir / "test_2.tar", "");
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(),
+                        ckpt::CheckpointError,
                         message_contains("none of the 2 checkpoints", "test_1.tar", "test_2.tar"));
 }
 
@@ -217,9 +219,11 @@ BOOST_AUTO_TEST_CASE(a_named_file_that_fails_verification_is_an_error_not_a_subs
   bytes[bytes.size() - 5] ^= 0x01;
   write_bytes(dir / "test_2.tar", bytes);
   args.load_filename = "test_2.tar";
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).load(),
+                        ckpt::CheckpointError,
                         message_contains((dir / "test_2.tar").string(), "checksum"));
-  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).check(), ckpt::CheckpointError,
+  BOOST_CHECK_EXCEPTION(DefaultCheckpointer(args, storage_under_test()).check(),
+                        ckpt::CheckpointError,
                         message_contains((dir / "test_2.tar").string(), "checksum"));
 }
 
