@@ -34,12 +34,10 @@ bool stageable(const at::Tensor& tensor) {
 }  // namespace
 
 Checkpoint Stager::snapshot(const Checkpoint& checkpoint) {
-  const c10::IValue states[] = {checkpoint.module_interface_state.to_ivalue(),
-                                checkpoint.trainer_state.to_ivalue(),
-                                checkpoint.trainer_backend_state.to_ivalue(),
-                                checkpoint.registered_state.to_ivalue(),
-                                checkpoint.hyperparameters.to_ivalue(),
-                                checkpoint.metadata.to_ivalue()};
+  const c10::IValue states[] = {
+      checkpoint.module_interface_state.to_ivalue(), checkpoint.trainer_state.to_ivalue(),
+      checkpoint.trainer_backend_state.to_ivalue(),  checkpoint.registered_state.to_ivalue(),
+      checkpoint.hyperparameters.to_ivalue(),        checkpoint.metadata.to_ivalue()};
   storages_.clear();
   uint64_t needed = 0;
   for (const auto& state : states) plan(state, needed);
@@ -70,19 +68,17 @@ Checkpoint Stager::snapshot(const Checkpoint& checkpoint) {
     for (std::size_t done = 0; done < impl->nbytes(); done += kCopyChunk) {
       chunks.push_back({source + done, target + done, std::min(kCopyChunk, impl->nbytes() - done)});
     }
-    staged.storage = c10::Storage(c10::Storage::use_byte_size_t(), impl->nbytes(),
-                                  at::DataPtr(target, target, &no_delete, at::Device(at::kCPU)),
-                                  nullptr, false);
+    staged.storage =
+        c10::Storage(c10::Storage::use_byte_size_t(), impl->nbytes(),
+                     at::DataPtr(target, target, &no_delete, at::Device(at::kCPU)), nullptr, false);
   }
   at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) std::memcpy(chunks[i].to, chunks[i].from, chunks[i].size);
   });
-  Checkpoint copy{StateDict::from_ivalue(copy_of(states[0])),
-                  StateDict::from_ivalue(copy_of(states[1])),
-                  StateDict::from_ivalue(copy_of(states[2])),
-                  StateDict::from_ivalue(copy_of(states[3])),
-                  StateDict::from_ivalue(copy_of(states[4])),
-                  StateDict::from_ivalue(copy_of(states[5]))};
+  Checkpoint copy{
+      StateDict::from_ivalue(copy_of(states[0])), StateDict::from_ivalue(copy_of(states[1])),
+      StateDict::from_ivalue(copy_of(states[2])), StateDict::from_ivalue(copy_of(states[3])),
+      StateDict::from_ivalue(copy_of(states[4])), StateDict::from_ivalue(copy_of(states[5]))};
   storages_.clear();
   return copy;
 }
@@ -167,8 +163,7 @@ void BackgroundWriter::run() {
       what = "unknown exception";
     }
     if (error) {
-      logger()->error("background save of checkpoint index={} failed: {}", job_->name.index,
-                      what);
+      logger()->error("background save of checkpoint index={} failed: {}", job_->name.index, what);
     }
     lock.lock();
     job_.reset();  // releases the snapshot's tensors before the staging memory can be reused

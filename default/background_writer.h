@@ -73,7 +73,7 @@ class BackgroundWriter {
   void run();
 
   Write write_;
-  Stager stager_;  // touched by the caller's thread only, and only while no job is set
+  Stager stager_;             // touched by the caller's thread only, and only while no job is set
   mutable std::mutex mutex_;  // guards job_, failure_, failure_what_, stop_
   std::condition_variable changed_;
   std::optional<Job> job_;

@@ -4,8 +4,8 @@
 #include <ckpt/checkpoint_names.h>
 #include <ckpt/logger.h>
 
-#include <spdlog/spdlog.h>
 #include <ckpt/serialization.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -43,10 +43,9 @@ void BestPool::consider(const Checkpoint& checkpoint, const Checkpoint& written,
     if (metrics) {
       for (const auto& entry : *metrics) present += (present.empty() ? "" : ", ") + entry.first;
     }
-    throw CheckpointError("monitor '" + args_.monitor +
-                          "' is not among the metrics reported with checkpoint index " +
-                          std::to_string(index) + " (reported: " +
-                          (present.empty() ? "none" : present) + ")");
+    throw CheckpointError(
+        "monitor '" + args_.monitor + "' is not among the metrics reported with checkpoint index " +
+        std::to_string(index) + " (reported: " + (present.empty() ? "none" : present) + ")");
   }
   if (std::isnan(*score)) {
     logger()->warn("{} is NaN at index {}: not a best checkpoint", args_.monitor, index);
@@ -81,8 +80,8 @@ void BestPool::consider(const Checkpoint& checkpoint, const Checkpoint& written,
                                [&](const Entry& b) { return ranks_before(entry, b); });
   const auto rank = static_cast<size_t>(at - entries_.begin()) + 1;
   entries_.insert(at, entry);
-  logger()->info("best checkpoint {}: {}={} (rank {} of {})", path.string(), args_.monitor,
-                 *score, rank, entries_.size());
+  logger()->info("best checkpoint {}: {}={} (rank {} of {})", path.string(), args_.monitor, *score,
+                 rank, entries_.size());
   while (entries_.size() > k) {
     const Entry evicted = entries_.back();
     entries_.pop_back();

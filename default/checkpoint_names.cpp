@@ -119,8 +119,7 @@ void for_each_checkpoint(Storage& storage, const std::filesystem::path& load_dir
 
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
                                                     const std::string& file_prefix,
-                                                    const std::string& file_ext,
-                                                    Storage& storage) {
+                                                    const std::string& file_ext, Storage& storage) {
   std::vector<std::pair<CheckpointName, std::filesystem::path>> found;
   for_each_checkpoint(storage, load_dir, file_prefix, file_ext,
                       [&](const CheckpointName& name, const std::filesystem::path& path) {
@@ -136,28 +135,27 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
 }
 
 std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
-                                      const std::string& file_prefix,
-                                      const std::string& file_ext, Storage& storage) {
+                                      const std::string& file_prefix, const std::string& file_ext,
+                                      Storage& storage) {
   // One pass keeping the best so far: linear in the number of files, no sort.
   std::optional<CheckpointName> best_name;
   std::filesystem::path best;
-  for_each_checkpoint(storage, load_dir, file_prefix, file_ext,
-                      [&](const CheckpointName& name, const std::filesystem::path& path) {
-                        if (!best_name || *best_name < name ||
-                            (*best_name == name && path < best)) {
-                          best_name = name;
-                          best = path;
-                        }
-                      });
+  for_each_checkpoint(
+      storage, load_dir, file_prefix, file_ext,
+      [&](const CheckpointName& name, const std::filesystem::path& path) {
+        if (!best_name || *best_name < name || (*best_name == name && path < best)) {
+          best_name = name;
+          best = path;
+        }
+      });
   return best;
 }
 
 void check_mk_dir(const std::filesystem::path& path, Storage& storage) {
   const auto info = storage.stat(path);
   if (info && !info->is_directory) {
-    throw CheckpointError("checkpoint directory " + path.string() +
-                              " exists and is not a directory",
-                          path, ENOTDIR);
+    throw CheckpointError(
+        "checkpoint directory " + path.string() + " exists and is not a directory", path, ENOTDIR);
   }
   if (info) return;
   try {

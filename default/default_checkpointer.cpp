@@ -121,8 +121,7 @@ const std::vector<DefaultCheckpointer::Best>& DefaultCheckpointer::best_checkpoi
 std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint& checkpoint,
                                                                int64_t index, bool force) {
   if (index < 0) {
-    throw CheckpointError("invalid checkpoint index " + std::to_string(index) +
-                          ": must be >= 0");
+    throw CheckpointError("invalid checkpoint index " + std::to_string(index) + ": must be >= 0");
   }
   if (background_) background_->rethrow_failure();  // a finished failure, without waiting
   if (!args_.checkpoint) return std::nullopt;
@@ -144,8 +143,8 @@ std::filesystem::path DefaultCheckpointer::write_or_submit(const Checkpoint& che
   const auto start = Clock::now();
   background_->submit(checkpoint, name);
   const std::string file_name = policies_->names.resumable(name);
-  logger()->debug("copied checkpoint {} for a background save ({:.2f} MB in {:.1f} ms)",
-                  file_name, megabytes(background_->staging_bytes()), elapsed_ms(start));
+  logger()->debug("copied checkpoint {} for a background save ({:.2f} MB in {:.1f} ms)", file_name,
+                  megabytes(background_->staging_bytes()), elapsed_ms(start));
   return args_.save_dir / file_name;
 }
 
@@ -301,9 +300,8 @@ Checkpoint DefaultCheckpointer::load() {
 
 std::filesystem::path DefaultCheckpointer::check() {
   wait();
-  const auto path = choose([this](const std::filesystem::path& candidate) {
-    verify_file(candidate, *storage_);
-  });
+  const auto path =
+      choose([this](const std::filesystem::path& candidate) { verify_file(candidate, *storage_); });
   if (!path.empty()) logger()->info("verified checkpoint {}", path.string());
   return path;
 }

@@ -149,9 +149,9 @@ void require_directory_or_nothing(Storage& storage, const std::filesystem::path&
                           dir, e.error_number());
   }
   if (info && !info->is_directory) {
-    throw CheckpointError(std::string("invalid ") + field + " " + dir.string() +
-                              ": exists and is not a directory",
-                          dir, ENOTDIR);
+    throw CheckpointError(
+        std::string("invalid ") + field + " " + dir.string() + ": exists and is not a directory",
+        dir, ENOTDIR);
   }
 }
 

@@ -3,8 +3,8 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 
-#include <spdlog/spdlog.h>
 #include <ckpt/serialization.h>
+#include <spdlog/spdlog.h>
 
 namespace ckpt::detail {
 namespace {
@@ -40,9 +40,10 @@ std::optional<std::filesystem::path> LatestPointer::pointed(const std::filesyste
   if (!text.empty() && text.back() == '\n') text.pop_back();
   const auto name = names_.parse_resumable(text);
   if (!valid || !name || text.find('/') != std::string::npos) {
-    logger()->warn("latest pointer {} is not valid (expected one line naming a {}_<N>.{} file): "
-                   "ignoring it, scanning {}",
-                   pointer.string(), names_.prefix(), names_.ext(), dir.string());
+    logger()->warn(
+        "latest pointer {} is not valid (expected one line naming a {}_<N>.{} file): "
+        "ignoring it, scanning {}",
+        pointer.string(), names_.prefix(), names_.ext(), dir.string());
     return std::nullopt;
   }
   const auto pointed = dir / text;

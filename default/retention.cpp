@@ -4,8 +4,8 @@
 #include <ckpt/checkpoint_names.h>
 #include <ckpt/logger.h>
 
-#include <spdlog/spdlog.h>
 #include <ckpt/serialization.h>
+#include <spdlog/spdlog.h>
 
 #include "retention.h"
 
@@ -23,8 +23,8 @@ std::vector<std::filesystem::path> retention_victims(
   }
   std::vector<std::pair<CheckpointName, std::filesystem::path>> ours;
   for (const auto& file : storage.list(dir, /*recursive=*/false)) {
-    if (const auto name = CheckpointName::parse(file.path.filename().string(), file_prefix,
-                                                file_ext)) {
+    if (const auto name =
+            CheckpointName::parse(file.path.filename().string(), file_prefix, file_ext)) {
       ours.emplace_back(*name, file.path);
     }
   }

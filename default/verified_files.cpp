@@ -3,8 +3,8 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 
-#include <spdlog/spdlog.h>
 #include <ckpt/serialization.h>
+#include <spdlog/spdlog.h>
 
 namespace ckpt::detail {
 

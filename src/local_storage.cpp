@@ -147,9 +147,9 @@ class RealPosixFileSystem final : public PosixFileSystem {
     struct statvfs fs {};
     if (::statvfs(directory.c_str(), &fs) != 0) {
       const int error = errno;
-      throw CheckpointError("cannot query free space of " + directory.string() + ": " +
-                                std::strerror(error),
-                            directory, error);
+      throw CheckpointError(
+          "cannot query free space of " + directory.string() + ": " + std::strerror(error),
+          directory, error);
     }
     if (fs.f_blocks == 0) {
       // Some FUSE and network filesystems report no blocks at all: that is "unknown", not "full".
@@ -314,8 +314,7 @@ void require_local(const std::filesystem::path& path) {
 }  // namespace
 
 std::shared_ptr<PosixFileSystem> PosixFileSystem::real() {
-  static const std::shared_ptr<PosixFileSystem> instance =
-      std::make_shared<RealPosixFileSystem>();
+  static const std::shared_ptr<PosixFileSystem> instance = std::make_shared<RealPosixFileSystem>();
   return instance;
 }
 
@@ -359,7 +358,8 @@ void LocalStorage::create_directories(const std::filesystem::path& directory) {
     if (dir == dir.parent_path()) break;
   }
   fs_->create_directories(directory);
-  for (auto it = created.rbegin(); it != created.rend(); ++it) fs_->sync_directory(directory_of(*it));
+  for (auto it = created.rbegin(); it != created.rend(); ++it)
+    fs_->sync_directory(directory_of(*it));
 }
 
 std::optional<uint64_t> LocalStorage::available_space(const std::filesystem::path& directory) {

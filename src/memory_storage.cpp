@@ -79,8 +79,7 @@ std::unique_ptr<WritableFile> MemoryStorage::create(const std::filesystem::path&
   for (auto parent = std::filesystem::path(key).parent_path(); !parent.empty();
        parent = parent.parent_path()) {
     if (files_.count(parent.string()) != 0) {
-      throw CheckpointError("cannot create " + key + ": " + std::strerror(ENOTDIR), path,
-                            ENOTDIR);
+      throw CheckpointError("cannot create " + key + ": " + std::strerror(ENOTDIR), path, ENOTDIR);
     }
     if (parent == parent.parent_path()) break;
   }
@@ -128,8 +127,7 @@ std::optional<FileInfo> MemoryStorage::stat(const std::filesystem::path& path) {
   return std::nullopt;
 }
 
-std::vector<FileInfo> MemoryStorage::list(const std::filesystem::path& directory,
-                                          bool recursive) {
+std::vector<FileInfo> MemoryStorage::list(const std::filesystem::path& directory, bool recursive) {
   const std::string key = key_of(directory);
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<FileInfo> result;

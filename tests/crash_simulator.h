@@ -38,9 +38,7 @@ class SimulatedFileSystem final : public PosixFileSystem {
   };
 
   /// An empty filesystem holding only the (durable) directory `root`, e.g. "/sim".
-  explicit SimulatedFileSystem(std::string root) : root_(std::move(root)) {
-    dirs_[root_];
-  }
+  explicit SimulatedFileSystem(std::string root) : root_(std::move(root)) { dirs_[root_]; }
 
   /// Every mutating call so far.
   std::vector<Op> log() const {
@@ -117,7 +115,8 @@ class SimulatedFileSystem final : public PosixFileSystem {
   }
   void rename(const std::filesystem::path& from, const std::filesystem::path& to) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (from.parent_path() != to.parent_path()) fail("cross-directory rename to", to.string(), EXDEV);
+    if (from.parent_path() != to.parent_path())
+      fail("cross-directory rename to", to.string(), EXDEV);
     if (!find_file(from.string())) fail("rename to", to.string(), ENOENT);
     record({Op::rename, from.string(), to.string()});
   }
@@ -285,7 +284,9 @@ class SimulatedFileSystem final : public PosixFileSystem {
         inode->mtime = ++clock_;
         break;
       }
-      case Op::sync: open_inodes(op.path)->synced = open_inodes(op.path)->data.size(); break;
+      case Op::sync:
+        open_inodes(op.path)->synced = open_inodes(op.path)->data.size();
+        break;
       case Op::rename: {
         Dir& parent = dirs_[parent_of(op.path)];
         parent.live[name_of(op.other)] = parent.live.at(name_of(op.path));
@@ -339,14 +340,21 @@ class SimulatedFileSystem final : public PosixFileSystem {
         for (std::size_t i = 0; i < keep; ++i) {
           const Op& op = dir.pending[i];
           switch (op.kind) {
-            case Op::mkdir: entries[name_of(op.path)] = Entry{}; break;
-            case Op::create: entries[name_of(op.path)] = Entry{pending_inodes_.at(op.path)}; break;
+            case Op::mkdir:
+              entries[name_of(op.path)] = Entry{};
+              break;
+            case Op::create:
+              entries[name_of(op.path)] = Entry{pending_inodes_.at(op.path)};
+              break;
             case Op::rename:
               entries[name_of(op.other)] = entries.at(name_of(op.path));
               entries.erase(name_of(op.path));
               break;
-            case Op::unlink: entries.erase(name_of(op.path)); break;
-            default: break;
+            case Op::unlink:
+              entries.erase(name_of(op.path));
+              break;
+            default:
+              break;
           }
         }
       }

@@ -11,8 +11,8 @@
 
 #include "crash_simulator.h"
 
-#include <boost/test/unit_test.hpp>
 #include <torch/torch.h>
+#include <boost/test/unit_test.hpp>
 
 #include <iostream>
 
@@ -57,8 +57,9 @@ struct Recording {
 };
 
 // Sync saves, a step checkpoint, the best pool, retention and the pointer, then async saves.
-Recording record(const std::function<std::shared_ptr<PosixFileSystem>(
-                     std::shared_ptr<PosixFileSystem>)>& wrap = {}) {
+Recording record(
+    const std::function<std::shared_ptr<PosixFileSystem>(std::shared_ptr<PosixFileSystem>)>& wrap =
+        {}) {
   auto sim = std::make_shared<SimulatedFileSystem>(kRoot);
   auto storage = std::make_shared<LocalStorage>(wrap ? wrap(sim) : sim);
   Recording recording;
@@ -67,9 +68,11 @@ Recording record(const std::function<std::shared_ptr<PosixFileSystem>(
   };
   {
     DefaultCheckpointer checkpointer(arguments(kRoot + "/run", false), storage);
-    const std::vector<std::pair<CheckpointName, double>> saves{
-        {{0, std::nullopt}, 0.9}, {{1, 5}, 0.8}, {{1, std::nullopt}, 0.5},
-        {{2, std::nullopt}, 0.7}, {{3, std::nullopt}, 0.4}};
+    const std::vector<std::pair<CheckpointName, double>> saves{{{0, std::nullopt}, 0.9},
+                                                               {{1, 5}, 0.8},
+                                                               {{1, std::nullopt}, 0.5},
+                                                               {{2, std::nullopt}, 0.7},
+                                                               {{3, std::nullopt}, 0.4}};
     for (const auto& [name, loss] : saves) {
       if (name.step) {
         TrainingProgress progress;
@@ -106,8 +109,8 @@ std::vector<std::string> check_state(std::shared_ptr<SimulatedFileSystem> state,
   // Nothing under a final name is half-written.
   for (const auto& file : storage->list(dir, false)) {
     const std::string name = file.path.filename().string();
-    const bool checkpoint = CheckpointName::parse(name, "model", "pt") ||
-                            name.rfind("model_best_", 0) == 0;
+    const bool checkpoint =
+        CheckpointName::parse(name, "model", "pt") || name.rfind("model_best_", 0) == 0;
     if (checkpoint) {
       try {
         verify_file(file.path, *storage);
@@ -208,18 +211,19 @@ BOOST_AUTO_TEST_CASE(every_state_a_power_loss_can_leave_resumes_from_the_newest_
                "pool, the latest pointer)"
             << std::endl;
   BOOST_TEST(outcome.states > outcome.points);
-  BOOST_TEST(outcome.violations.empty(),
-             outcome.violations.size() << " violations:" << first_violations(outcome));
+  BOOST_TEST(outcome.violations.empty(), outcome.violations.size()
+                                             << " violations:" << first_violations(outcome));
 }
 
 BOOST_AUTO_TEST_CASE(a_writer_that_skips_the_file_fsync_is_caught) {
   const Outcome outcome = check_every_crash(record([](std::shared_ptr<PosixFileSystem> fs) {
-    return std::make_shared<SkippingFsync>(std::move(fs), SkippingFsync::file_fsync);
-  }), /*first_only=*/true);
+                                              return std::make_shared<SkippingFsync>(
+                                                  std::move(fs), SkippingFsync::file_fsync);
+                                            }),
+                                            /*first_only=*/true);
   std::cout << "crash_consistency: without file fsyncs, " << outcome.violations.size()
             << " violations in " << outcome.states << " crash states up to call "
-            << outcome.points - 1 << first_violations(outcome)
-            << std::endl;
+            << outcome.points - 1 << first_violations(outcome) << std::endl;
   BOOST_TEST(!outcome.violations.empty());
   BOOST_TEST(std::any_of(outcome.violations.begin(), outcome.violations.end(), [](auto& v) {
     return v.find("half-written file under a final name") != std::string::npos;
@@ -228,12 +232,13 @@ BOOST_AUTO_TEST_CASE(a_writer_that_skips_the_file_fsync_is_caught) {
 
 BOOST_AUTO_TEST_CASE(a_writer_that_skips_the_directory_fsync_is_caught) {
   const Outcome outcome = check_every_crash(record([](std::shared_ptr<PosixFileSystem> fs) {
-    return std::make_shared<SkippingFsync>(std::move(fs), SkippingFsync::directory_fsync);
-  }), /*first_only=*/true);
+                                              return std::make_shared<SkippingFsync>(
+                                                  std::move(fs), SkippingFsync::directory_fsync);
+                                            }),
+                                            /*first_only=*/true);
   std::cout << "crash_consistency: without directory fsyncs, " << outcome.violations.size()
             << " violations in " << outcome.states << " crash states up to call "
-            << outcome.points - 1 << first_violations(outcome)
-            << std::endl;
+            << outcome.points - 1 << first_violations(outcome) << std::endl;
   BOOST_TEST(std::any_of(outcome.violations.begin(), outcome.violations.end(), [](auto& v) {
     return v.find("older than the acknowledged") != std::string::npos ||
            v.find("nothing to resume") != std::string::npos;
@@ -261,9 +266,9 @@ BOOST_AUTO_TEST_CASE(the_simulator_loses_what_was_not_synced_and_keeps_what_was)
       BOOST_TEST(info->size <= 2u);
     }
   });
-  BOOST_TEST(with_a == states);          // committed: in every state
-  BOOST_TEST(with_loose > 0u);            // the unsynced entry may survive...
-  BOOST_TEST(with_loose < states);        // ...or not
+  BOOST_TEST(with_a == states);     // committed: in every state
+  BOOST_TEST(with_loose > 0u);      // the unsynced entry may survive...
+  BOOST_TEST(with_loose < states);  // ...or not
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -82,8 +82,9 @@ int run_export(const std::vector<std::string>& args) {
     }
     tensor_bytes += tensor.toTensor().nbytes();
   }
-  const uint64_t written = format == "safetensors" ? save_safetensors_file(weights, out_path, storage())
-                                                   : save_state_file(weights, out_path, storage());
+  const uint64_t written = format == "safetensors"
+                               ? save_safetensors_file(weights, out_path, storage())
+                               : save_state_file(weights, out_path, storage());
   std::cout << "exported " << weights.size() << " tensors (" << human_bytes(tensor_bytes)
             << ") from " << what << " to " << out_path.string() << " (" << format << ", "
             << human_bytes(written) << ")\n";
@@ -136,7 +137,8 @@ int run_prune(const std::vector<std::string>& args) {
       return false;
     }
   };
-  const std::vector<fs::path> doomed = retention_victims(dir, keep, prefix, ext, verifies, storage());
+  const std::vector<fs::path> doomed =
+      retention_victims(dir, keep, prefix, ext, verifies, storage());
   std::vector<fs::path> candidates;
   for (const auto& path : list_checkpoints(dir, prefix, ext, storage())) {
     const fs::path relative = path.lexically_relative(dir);

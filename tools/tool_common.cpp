@@ -88,7 +88,8 @@ void verify_any(const fs::path& path) {
 }
 
 c10::IValue load_any(const fs::path& path) {
-  if (kind_of(path) == FileKind::kSafetensors) return load_safetensors_file(path, storage()).to_ivalue();
+  if (kind_of(path) == FileKind::kSafetensors)
+    return load_safetensors_file(path, storage()).to_ivalue();
   return load_ivalue_file(path, storage());
 }
 

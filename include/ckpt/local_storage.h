@@ -111,8 +111,9 @@ class PosixFileSystemWrapper : public PosixFileSystem {
 /// The local filesystem as a Storage. A commit is LevelDB's `SetCurrentFile`: the bytes go to a
 /// temporary in the destination's directory (`.<name>.ckpt-tmp-XXXXXX`), which is fsynced, closed,
 /// renamed over the destination, and then the directory is fsynced. A removal is unlink + directory
-/// fsync; a new directory is fsynced into its parent. Locations with a URL scheme (`s3://...`) are refused, naming the location: they are not
-/// local paths, and writing a directory named `s3:` would lose the user's intent silently.
+/// fsync; a new directory is fsynced into its parent. Locations with a URL scheme (`s3://...`) are
+/// refused, naming the location: they are not local paths, and writing a directory named `s3:`
+/// would lose the user's intent silently.
 ///
 ///   auto storage = std::make_shared<ckpt::LocalStorage>();   // == *ckpt::Storage::local()
 ///   ckpt::save_state_file(state, "out/weights.pt", *storage);

@@ -64,7 +64,8 @@ class RandomAccessFile {
 ///   struct ReadOnly final : ckpt::StorageWrapper {
 ///     using StorageWrapper::StorageWrapper;
 ///     std::unique_ptr<ckpt::WritableFile> create(const std::filesystem::path& path) override {
-///       throw ckpt::CheckpointError("read-only storage: cannot write " + path.string(), path, EROFS);
+///       throw ckpt::CheckpointError("read-only storage: cannot write " + path.string(), path,
+///       EROFS);
 ///     }
 ///   };
 ///
