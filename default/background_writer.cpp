@@ -33,14 +33,19 @@ bool stageable(const at::Tensor& tensor) {
 
 }  // namespace
 
-Checkpoint Stager::snapshot(const Checkpoint& checkpoint) {
+Stager::Snapshot Stager::snapshot(const Checkpoint& checkpoint, bool defer) {
   const c10::IValue states[] = {
       checkpoint.module_interface_state.to_ivalue(), checkpoint.trainer_state.to_ivalue(),
       checkpoint.trainer_backend_state.to_ivalue(),  checkpoint.registered_state.to_ivalue(),
       checkpoint.hyperparameters.to_ivalue(),        checkpoint.metadata.to_ivalue()};
+  constexpr int kRegistered = 3;
   storages_.clear();
   uint64_t needed = 0;
-  for (const auto& state : states) plan(state, needed);
+  // The registered state first: a storage it shares with the rest is copied now.
+  plan(states[kRegistered], /*now=*/true, needed);
+  for (int i = 0; i < 6; ++i) {
+    if (i != kRegistered) plan(states[i], /*now=*/!defer, needed);
+  }
   if (needed > capacity_) {
     staging_.reset();  // the old buffer goes before the new one comes: one buffer at a time
     capacity_ = 0;
@@ -55,49 +60,55 @@ Checkpoint Stager::snapshot(const Checkpoint& checkpoint) {
     ::madvise(staging_.get(), size, MADV_HUGEPAGE);  // advice only: failure is harmless
     capacity_ = needed;
   }
-  // The copy is all the time save() blocks for: in chunks, on LibTorch's intra-op threads.
-  struct Chunk {
-    const char* from;
-    char* to;
-    std::size_t size;
-  };
-  std::vector<Chunk> chunks;
+  Snapshot result;
+  std::vector<Copy> now;
   for (auto& [impl, staged] : storages_) {
     char* target = staging_.get() + staged.offset;
     const char* source = static_cast<const char*>(impl->data());
+    auto& copies = staged.now ? now : result.deferred;
     for (std::size_t done = 0; done < impl->nbytes(); done += kCopyChunk) {
-      chunks.push_back({source + done, target + done, std::min(kCopyChunk, impl->nbytes() - done)});
+      copies.push_back({source + done, target + done, std::min(kCopyChunk, impl->nbytes() - done)});
+    }
+    if (!staged.now) {
+      result.sources.push_back(staged.source);
     }
     staged.storage =
         c10::Storage(c10::Storage::use_byte_size_t(), impl->nbytes(),
                      at::DataPtr(target, target, &no_delete, at::Device(at::kCPU)), nullptr, false);
   }
-  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) std::memcpy(chunks[i].to, chunks[i].from, chunks[i].size);
-  });
-  Checkpoint copy{
+  copy(now);  // without defer, all the time save() blocks for
+  result.checkpoint = Checkpoint{
       StateDict::from_ivalue(copy_of(states[0])), StateDict::from_ivalue(copy_of(states[1])),
       StateDict::from_ivalue(copy_of(states[2])), StateDict::from_ivalue(copy_of(states[3])),
       StateDict::from_ivalue(copy_of(states[4])), StateDict::from_ivalue(copy_of(states[5]))};
   storages_.clear();
-  return copy;
+  return result;
 }
 
-void Stager::plan(const c10::IValue& value, uint64_t& needed) {
+void Stager::copy(const std::vector<Copy>& copies) {
+  at::parallel_for(0, static_cast<int64_t>(copies.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) std::memcpy(copies[i].to, copies[i].from, copies[i].size);
+  });
+}
+
+void Stager::plan(const c10::IValue& value, bool now, uint64_t& needed) {
   if (value.isTensor()) {
     const at::Tensor& tensor = value.toTensor();
     if (!stageable(tensor)) return;
     c10::StorageImpl* impl = tensor.storage().unsafeGetStorageImpl();
     if (storages_.count(impl) == 0) {
-      storages_[impl].offset = needed;
+      Staged& staged = storages_[impl];
+      staged.offset = needed;
+      staged.now = now;
+      staged.source = tensor.storage();
       needed += (impl->nbytes() + kAlignment - 1) / kAlignment * kAlignment;
     }
   } else if (value.isGenericDict()) {
-    for (const auto& item : value.toGenericDict()) plan(item.value(), needed);
+    for (const auto& item : value.toGenericDict()) plan(item.value(), now, needed);
   } else if (value.isList()) {
-    for (const auto& item : value.toListRef()) plan(item, needed);
+    for (const auto& item : value.toListRef()) plan(item, now, needed);
   } else if (value.isTuple()) {
-    for (const auto& item : value.toTupleRef().elements()) plan(item, needed);
+    for (const auto& item : value.toTupleRef().elements()) plan(item, now, needed);
   }
 }
 
@@ -154,7 +165,15 @@ void BackgroundWriter::run() {
     std::exception_ptr error;
     std::string what;
     try {
-      write_(job_->snapshot, job_->name);
+      if (!job_->snapshot.deferred.empty()) {
+        Stager::copy(job_->snapshot.deferred);
+        job_->snapshot.sources.clear();  // the live storages are no longer needed here
+        lock.lock();
+        staging_ = false;
+        lock.unlock();
+        changed_.notify_all();
+      }
+      write_(job_->snapshot.checkpoint, job_->name);
     } catch (const std::exception& e) {
       error = std::current_exception();
       what = e.what();
@@ -167,6 +186,7 @@ void BackgroundWriter::run() {
     }
     lock.lock();
     job_.reset();  // releases the snapshot's tensors before the staging memory can be reused
+    staging_ = false;
     if (error) {
       failure_ = error;
       failure_what_ = what;
@@ -175,13 +195,20 @@ void BackgroundWriter::run() {
   }
 }
 
-void BackgroundWriter::submit(const Checkpoint& checkpoint, const CheckpointName& name) {
-  Checkpoint snapshot = stager_.snapshot(checkpoint);
+void BackgroundWriter::submit(const Checkpoint& checkpoint, const CheckpointName& name,
+                              bool stage_in_background) {
+  Stager::Snapshot snapshot = stager_.snapshot(checkpoint, stage_in_background);
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    staging_ = !snapshot.deferred.empty();
     job_ = Job{std::move(snapshot), name};
   }
   changed_.notify_all();
+}
+
+void BackgroundWriter::wait_staged() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return !staging_; });
 }
 
 void BackgroundWriter::wait_idle() {

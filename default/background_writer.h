@@ -1,6 +1,7 @@
 #pragma once
 // Asynchronous saves: a snapshot of the state in reused staging memory, written by one background
-// thread, one save in flight.
+// thread, one save in flight. The copy into staging memory runs before submit() returns or, when
+// staging in the background, on the writer's thread while the caller goes on until wait_staged().
 
 #include <ckpt/checkpoint.h>
 #include <ckpt/checkpoint_names.h>
@@ -18,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace ckpt::detail {
 
@@ -27,17 +29,38 @@ namespace ckpt::detail {
 /// synchronous save writes.
 class Stager {
  public:
-  /// The copy; its tensors alias the staging memory until the next snapshot().
-  Checkpoint snapshot(const Checkpoint& checkpoint);
+  /// One contiguous piece of a live storage and where it goes in the staging memory.
+  struct Copy {
+    const char* from;
+    char* to;
+    std::size_t size;
+  };
+  /// A snapshot whose copy may be unfinished: its tensors alias the staging memory (until the next
+  /// snapshot()) and hold the right bytes once every Copy in `deferred` has run. `sources` keeps
+  /// the live storages those copies read alive until then.
+  struct Snapshot {
+    Checkpoint checkpoint;
+    std::vector<Copy> deferred;
+    std::vector<c10::Storage> sources;
+  };
+
+  /// Builds the snapshot of `checkpoint` and copies its tensors. With `defer`, copies only those of
+  /// `registered_state` (user objects, which may change them at any time) and leaves the rest,
+  /// which the trainer keeps unchanged until wait_staged(), in `deferred`.
+  Snapshot snapshot(const Checkpoint& checkpoint, bool defer);
+  /// Runs copies, in chunks, on LibTorch's intra-op threads.
+  static void copy(const std::vector<Copy>& copies);
   /// Bytes of staging memory: the largest checkpoint so far (each storage aligned to 64 bytes).
   uint64_t capacity() const noexcept { return capacity_; }
 
  private:
   struct Staged {
     uint64_t offset = 0;
-    c10::Storage storage;
+    bool now = true;       // copied before snapshot() returns
+    c10::Storage source;   // the live storage
+    c10::Storage storage;  // its copy, in the staging memory
   };
-  void plan(const c10::IValue& value, uint64_t& needed);
+  void plan(const c10::IValue& value, bool now, uint64_t& needed);
   c10::IValue copy_of(const c10::IValue& value);
 
   std::unique_ptr<char, void (*)(void*)> staging_{nullptr, &std::free};
@@ -45,8 +68,9 @@ class Stager {
   std::unordered_map<c10::StorageImpl*, Staged> storages_;
 };
 
-/// One background thread and at most one save in flight. A failure is kept until rethrown once.
-/// Thread safety: submit, wait_idle and rethrow_failure from one thread (the checkpointer's).
+/// One background thread and at most one save in flight, which passes two completions: staged (it
+/// no longer reads the live tensors) and durable (written). A failure is kept until rethrown once.
+/// Thread safety: every member from one thread (the checkpointer's).
 class BackgroundWriter {
  public:
   using Write = std::function<void(const Checkpoint& snapshot, const CheckpointName& name)>;
@@ -54,8 +78,12 @@ class BackgroundWriter {
   /// Waits for the save in flight, then stops the thread.
   ~BackgroundWriter();
 
-  /// Snapshots `checkpoint` and queues its write. Call only when idle (wait_idle).
-  void submit(const Checkpoint& checkpoint, const CheckpointName& name);
+  /// Snapshots `checkpoint` and queues its write. With `stage_in_background`, the copy of all but
+  /// its registered state runs on the writer's thread: the caller must not change those tensors
+  /// until wait_staged() returns. Call only when idle (wait_idle).
+  void submit(const Checkpoint& checkpoint, const CheckpointName& name, bool stage_in_background);
+  /// Returns once the save in flight, if any, no longer reads the live tensors.
+  void wait_staged();
   /// Returns once nothing is in flight.
   void wait_idle();
   /// Throws a failure not yet reported, once.
@@ -67,16 +95,17 @@ class BackgroundWriter {
 
  private:
   struct Job {
-    Checkpoint snapshot;  // its tensors alias the staging memory
+    Stager::Snapshot snapshot;
     CheckpointName name;
   };
   void run();
 
   Write write_;
   Stager stager_;             // touched by the caller's thread only, and only while no job is set
-  mutable std::mutex mutex_;  // guards job_, failure_, failure_what_, stop_
+  mutable std::mutex mutex_;  // guards job_, staging_, failure_, failure_what_, stop_
   std::condition_variable changed_;
   std::optional<Job> job_;
+  bool staging_ = false;  // job_'s deferred copies have not all run
   std::exception_ptr failure_;
   std::string failure_what_;
   bool stop_ = false;

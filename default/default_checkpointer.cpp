@@ -141,16 +141,24 @@ std::filesystem::path DefaultCheckpointer::write_or_submit(const Checkpoint& che
   if (!background_) return write_resumable(checkpoint, name);
   wait();  // one save in flight: the staging memory is free once it is done
   const auto start = Clock::now();
-  background_->submit(checkpoint, name);
+  background_->submit(checkpoint, name, args_.stage_in_background);
   const std::string file_name = policies_->names.resumable(name);
-  logger()->debug("copied checkpoint {} for a background save ({:.2f} MB in {:.1f} ms)", file_name,
-                  megabytes(background_->staging_bytes()), elapsed_ms(start));
+  if (!args_.stage_in_background) {
+    logger()->debug("copied checkpoint {} for a background save ({:.2f} MB in {:.1f} ms)",
+                    file_name, megabytes(background_->staging_bytes()), elapsed_ms(start));
+  }
   return args_.save_dir / file_name;
 }
 
 void DefaultCheckpointer::wait() {
   if (!background_) return;
   background_->wait_idle();
+  background_->rethrow_failure();
+}
+
+void DefaultCheckpointer::wait_staged() {
+  if (!background_) return;
+  background_->wait_staged();
   background_->rethrow_failure();
 }
 

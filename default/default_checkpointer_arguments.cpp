@@ -77,6 +77,9 @@ const Option kOptions[] = {
     {"async", &Args::async,
      "save in the background: save() blocks only while it copies the state; one save in "
      "flight, its failure thrown by the next call"},
+    {"stage_in_background", &Args::stage_in_background,
+     "with async: save() returns before copying the state too; the trainer calls wait_staged() "
+     "before it next changes a saved tensor (the sample trainer: before each optimizer step)"},
 };
 
 std::string shortest(double value) {
@@ -172,6 +175,11 @@ void DefaultCheckpointerArguments::validate(Storage& storage) const {
   if (model_format != "pt" && model_format != detail::kSafetensorsExt) {
     throw CheckpointError("invalid model_format '" + model_format +
                           "': expected pt or safetensors");
+  }
+  if (stage_in_background && !async) {
+    throw CheckpointError(
+        "invalid stage_in_background true: it changes how an async save copies the state, and "
+        "async is false (set async too, or leave stage_in_background off)");
   }
   if (save_dir.empty()) throw CheckpointError("invalid save_dir '': must not be empty");
   require_directory_or_nothing(storage, save_dir, "save_dir");

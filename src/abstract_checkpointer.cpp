@@ -25,4 +25,6 @@ std::optional<std::filesystem::path> AbstractCheckpointer::save_step(
 
 void AbstractCheckpointer::wait() {}
 
+void AbstractCheckpointer::wait_staged() {}
+
 }  // namespace ckpt

@@ -103,7 +103,8 @@ bool bitwise_equal(const c10::IValue& a, const c10::IValue& b) {
 }
 
 bool bitwise_equal(const ckpt::Checkpoint& a, const ckpt::Checkpoint& b) {
-  return bitwise_equal(a.module_interface_state.to_ivalue(), b.module_interface_state.to_ivalue()) &&
+  return bitwise_equal(a.module_interface_state.to_ivalue(),
+                       b.module_interface_state.to_ivalue()) &&
          bitwise_equal(a.trainer_state.to_ivalue(), b.trainer_state.to_ivalue()) &&
          bitwise_equal(a.trainer_backend_state.to_ivalue(), b.trainer_backend_state.to_ivalue());
 }
@@ -201,8 +202,10 @@ BOOST_AUTO_TEST_CASE(the_file_holds_the_state_at_save_not_later_updates) {
   BOOST_CHECK(!bitwise_equal(loaded, live));
   // The view still shares its storage with the weight it views, as in a synchronous save.
   const auto& module = loaded.module_interface_state;
-  BOOST_CHECK(module.at("fc.weight_row").toTensor().storage().is_alias_of(
-      module.at("fc.weight").toTensor().storage()));
+  BOOST_CHECK(module.at("fc.weight_row")
+                  .toTensor()
+                  .storage()
+                  .is_alias_of(module.at("fc.weight").toTensor().storage()));
 }
 
 BOOST_AUTO_TEST_CASE(async_files_are_byte_identical_to_sync_files_and_verify) {
@@ -377,6 +380,121 @@ BOOST_AUTO_TEST_CASE(skipped_and_disabled_saves_stage_nothing) {
   BOOST_CHECK_EQUAL(checkpointer.staging_bytes(), 0u);
   checkpointer.wait();
   BOOST_CHECK(files_in(dir.path()).empty());
+}
+
+// ---- stage_in_background: the copy itself runs on the writer's thread ----
+
+ckpt::DefaultCheckpointerArguments staged_args(const fs::path& dir) {
+  auto args = async_args(dir);
+  args.stage_in_background = true;
+  return args;
+}
+
+BOOST_AUTO_TEST_CASE(staging_in_the_background_is_done_before_the_write_is_durable) {
+  TempDir dir;
+  auto storage = std::make_shared<GatedStorage>();
+  ckpt::DefaultCheckpointer checkpointer(staged_args(dir.path()), storage);
+  ckpt::Checkpoint live = make_checkpoint();
+  const ckpt::Checkpoint before = make_checkpoint();
+  BOOST_REQUIRE(checkpointer.save(live, 0) == dir / "model_0.pt");
+  // Staged means copied, not written: wait_staged() returns while the commit is held.
+  auto staged = std::async(std::launch::async, [&] { checkpointer.wait_staged(); });
+  const bool returned = staged.wait_for(std::chrono::seconds(120)) == std::future_status::ready;
+  if (!returned) storage->release();  // do not leave the test hanging on the gate
+  BOOST_REQUIRE_MESSAGE(returned, "wait_staged() waited for the held commit");
+  staged.get();
+  storage->wait_for_commit();
+  BOOST_CHECK(!ckpt::test::exists(dir / "model_0.pt"));
+  modify_in_place(live);  // allowed now: the copy is done
+  storage->release();
+  checkpointer.wait();
+  const ckpt::Checkpoint loaded =
+      ckpt::load_checkpoint_file(dir / "model_0.pt", *storage_under_test());
+  BOOST_CHECK(bitwise_equal(loaded, before));
+  BOOST_CHECK(!bitwise_equal(loaded, live));
+}
+
+BOOST_AUTO_TEST_CASE(files_staged_in_the_background_are_byte_identical_to_sync_files) {
+  TempDir dir;
+  ckpt::Checkpoint live = make_checkpoint();
+  auto sync_args = async_args(dir / "sync");
+  sync_args.async = false;
+  ckpt::DefaultCheckpointer sync(sync_args, storage_under_test());
+  ckpt::DefaultCheckpointer staged(staged_args(dir / "staged"), storage_under_test());
+  for (int64_t index : {0, 1, 2}) {
+    sync.save(live, index);
+    staged.save(live, index);
+    staged.wait_staged();
+    modify_in_place(live);  // as an optimizer step would, once staged
+  }
+  staged.wait();
+  BOOST_REQUIRE(files_in(dir / "staged") == files_in(dir / "sync"));
+  BOOST_CHECK_EQUAL(files_in(dir / "staged").size(), 3u);
+  for (const auto& name : files_in(dir / "sync")) {
+    BOOST_TEST_CONTEXT(name) {
+      BOOST_CHECK(read_text(dir / "staged" / name) == read_text(dir / "sync" / name));
+    }
+  }
+}
+
+// Registered objects are the user's: they may change their tensors at any time, so their state is
+// copied before save() returns even when the rest is staged in the background.
+BOOST_AUTO_TEST_CASE(registered_state_is_copied_before_save_returns) {
+  TempDir dir;
+  ckpt::Checkpoint live = make_checkpoint();
+  live.registered_state.insert_or_assign("ema", torch::full({1000}, 2.0));
+  ckpt::DefaultCheckpointer checkpointer(staged_args(dir.path()), storage_under_test());
+  checkpointer.save(live, 0);
+  live.registered_state.at("ema").toTensor().fill_(-7.0);  // no wait_staged() first
+  checkpointer.wait();
+  const ckpt::Checkpoint loaded =
+      ckpt::load_checkpoint_file(dir / "model_0.pt", *storage_under_test());
+  BOOST_CHECK(torch::equal(loaded.registered_state.at("ema").toTensor(), torch::full({1000}, 2.0)));
+}
+
+// A system call failing (FailingStorage: the local filesystem's).
+BOOST_AUTO_TEST_CASE(wait_staged_throws_a_finished_background_failure_once,
+                     *boost::unit_test::precondition(local_only)) {
+  TempDir dir;
+  auto storage = std::make_shared<FailingStorage>();
+  ckpt::DefaultCheckpointer checkpointer(staged_args(dir.path()), storage);
+  storage->fail(Op::append, 0, ENOSPC);
+  checkpointer.save(make_checkpoint(), 3);
+  // wait_staged() does not wait for the write, so ask until the failure has happened (bounded).
+  std::string message;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (message.empty() && std::chrono::steady_clock::now() < deadline) {
+    try {
+      checkpointer.wait_staged();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    } catch (const ckpt::CheckpointError& e) {
+      message = e.what();
+    }
+  }
+  BOOST_CHECK_MESSAGE(message.find("model_3.pt") != std::string::npos, message);
+  BOOST_CHECK_MESSAGE(message.find(std::strerror(ENOSPC)) != std::string::npos, message);
+  BOOST_CHECK_NO_THROW(checkpointer.wait());  // thrown once
+  BOOST_CHECK(files_in(dir.path()).empty());
+}
+
+BOOST_AUTO_TEST_CASE(stage_in_background_without_async_is_refused_by_name) {
+  TempDir dir;
+  auto args = staged_args(dir.path());
+  args.async = false;
+  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer(args, storage_under_test()),
+                        ckpt::CheckpointError, message_contains("stage_in_background", "async"));
+  BOOST_CHECK(files_in(dir.path()).empty());
+}
+
+BOOST_AUTO_TEST_CASE(wait_staged_is_a_no_op_without_a_save_in_flight) {
+  TempDir dir;
+  ckpt::DefaultCheckpointer checkpointer(staged_args(dir.path()), storage_under_test());
+  BOOST_CHECK_NO_THROW(checkpointer.wait_staged());
+  auto args = async_args(dir.path());
+  args.async = false;
+  ckpt::DefaultCheckpointer sync(args, storage_under_test());
+  sync.save(make_checkpoint(), 0);
+  BOOST_CHECK_NO_THROW(sync.wait_staged());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -43,10 +43,10 @@ class AbstractCheckpointer {
   AbstractCheckpointer& operator=(const AbstractCheckpointer&) = delete;
   virtual ~AbstractCheckpointer() = default;
 
-  /// Called by the trainer after every epoch with the epoch as `index`, and once more after training
-  /// with `force = true`. Decides whether, where and how to persist `checkpoint`. `force` asks to
-  /// save regardless of the implementation's own schedule (but an implementation may still be
-  /// switched off entirely). Returns the path written, or nothing if it chose not to save. On
+  /// Called by the trainer after every epoch with the epoch as `index`, and once more after
+  /// training with `force = true`. Decides whether, where and how to persist `checkpoint`. `force`
+  /// asks to save regardless of the implementation's own schedule (but an implementation may still
+  /// be switched off entirely). Returns the path written, or nothing if it chose not to save. On
   /// failure throws CheckpointError and leaves any earlier checkpoint intact.
   virtual std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
                                                     bool force = false) = 0;
@@ -82,6 +82,16 @@ class AbstractCheckpointer {
   /// (DefaultCheckpointer with `async`) throws here the CheckpointError of a background save that
   /// failed and was not reported yet. The default does nothing: its saves are durable on return.
   virtual void wait();
+
+  /// Called by the trainer before it next changes a tensor it passed to save() or save_step() (the
+  /// sample trainer: before every optimizer step): returns once the last save no longer reads
+  /// those tensors. A save that copies ("stages") the state in the background returns before the
+  /// copy is done, so the copy overlaps the next forward and backward passes; this is where the
+  /// trainer waits for it. Modules whose forward pass changes saved buffers (BatchNorm's running
+  /// statistics) must have it called before the forward pass instead. It may throw the
+  /// CheckpointError of a background save that already failed. The default does nothing: its
+  /// saves hold no reference to the tensors once they return.
+  virtual void wait_staged();
 };
 
 }  // namespace ckpt

@@ -39,6 +39,14 @@ class BackgroundWriter;
 ///   optimizer.step();                                    // does not leak into the file
 ///   checkpointer.wait();                                 // durable; rethrows a failure
 ///
+/// With `args.stage_in_background` as well, save() does not block for the copy either; the copy
+/// overlaps what the caller does next, until it must change the tensors:
+///
+///   checkpointer.save(checkpoint, epoch);                // returns at once
+///   forward_and_backward();                              // overlaps the copy
+///   checkpointer.wait_staged();                          // the copy is done
+///   optimizer.step();                                    // does not leak into the file
+///
 /// Thread safety: one thread at a time calls its members. With `async`, its own background thread
 /// writes the files (through the Storage, concurrently with nothing else of this checkpointer).
 class DefaultCheckpointer final : public AbstractCheckpointer {
@@ -72,7 +80,9 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// then saves nothing); if it saves, waits for the save in flight, copies every tensor of
   /// `checkpoint` into the staging memory (a true snapshot: later changes to the tensors do not
   /// reach the file), queues the write (pre-flight, write, pointer and retention then run in the
-  /// background) and returns the path the file will have once durable.
+  /// background) and returns the path the file will have once durable. With `stage_in_background`
+  /// too, the copy is made in the background as well: do not change a tensor of `checkpoint`
+  /// before wait_staged() returns.
   std::optional<std::filesystem::path> save(const Checkpoint& checkpoint, int64_t index,
                                             bool force = false) override;
 
@@ -91,6 +101,11 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// failed and that was not reported yet (each failure is thrown once). Without `async`, nothing
   /// is ever in flight.
   void wait() override;
+
+  /// Returns once the save in flight (if any) has copied the state (`stage_in_background`; without
+  /// it a save returns staged) and throws the CheckpointError of an earlier background save that
+  /// failed and was not reported yet, without waiting for the write.
+  void wait_staged() override;
 
   /// The staging memory async saves copy into, in bytes: 0 before the first, then the size of
   /// the largest checkpoint saved (tensor bytes, each storage aligned to 64 bytes).

@@ -51,6 +51,12 @@ struct DefaultCheckpointerArguments {
   /// save() waits for it. A background failure is thrown by the next save(), save_model(), load(),
   /// check() or wait(). Default: false.
   bool async = false;
+  /// With `async`: save() does not wait for the copy into staging memory either; the copy runs on
+  /// the background thread, overlapping whatever the caller does next, and the caller must call
+  /// wait_staged() before it changes any tensor of the saved checkpoint (the sample trainer does,
+  /// before every optimizer step). Off by default because code written for `async` alone may
+  /// change the tensors as soon as save() returns, which would tear the file. Default: false.
+  bool stage_in_background = false;
 
   // ---- When to save (besides every `period` epochs) ----
   /// Also save every N optimizer steps (global step % N == 0), mid-epoch as
