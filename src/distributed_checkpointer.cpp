@@ -202,9 +202,10 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_gathered(
     }
     merged.trainer_backend_state.insert_or_assign(kRankStatesKey, rank_states);
     merged.metadata.insert_or_assign("world_size", static_cast<int64_t>(world_size_));
-    const std::optional<std::filesystem::path> path = write(merged);
-    if (path) inner_->wait();  // durable on every rank's return
-    return encode_path(path);
+    throw_pending_failure();
+    // An asynchronous inner checkpointer writes on in the background; its outcome is agreed at
+    // the next collective.
+    return encode_path(write(merged));
   });
   return decode_path(answer);
 }
@@ -226,6 +227,7 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_step(
 std::optional<std::filesystem::path> DistributedCheckpointer::save_model(
     const StateDict& model_state, int64_t index) {
   const std::string answer = agree(fmt::format("saving the model of {}", index), [&] {
+    throw_pending_failure();
     const std::optional<std::filesystem::path> path = inner_->save_model(model_state, index);
     if (path) inner_->wait();
     return encode_path(path);
@@ -233,18 +235,34 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_model(
   return decode_path(answer);
 }
 
+void DistributedCheckpointer::throw_pending_failure() {
+  if (!pending_failure_) return;
+  std::exception_ptr failure;
+  std::swap(failure, pending_failure_);
+  std::rethrow_exception(failure);
+}
+
 bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
   if (world_size_ == 1) return inner_->step_due(progress);
   // Asked after every step: one broadcast of rank 0's answer (1 due, 0 not, -1 failed), not the
-  // two of agree().
+  // two of agree(). Only a failure costs a second one, carrying rank 0's reason.
   const std::string what = fmt::format("deciding whether to save at step {}", progress.global_step);
   std::exception_ptr failure;
+  std::string reason;
   int64_t decision = 0;
   if (rank_ == 0) {
     try {
+      // A background save that failed since the last collective is reported here, to everyone.
+      throw_pending_failure();
+      inner_->wait_staged();  // staged already (the trainer waited before its step): no wait
       decision = inner_->step_due(progress) ? 1 : 0;
+    } catch (const std::exception& e) {
+      failure = std::current_exception();
+      reason = message_of(e);
+      decision = -1;
     } catch (...) {
       failure = std::current_exception();
+      reason = "unknown error";
       decision = -1;
     }
   }
@@ -252,20 +270,32 @@ bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
       *group_, options_, rank_, fmt::format("{} (checkpoint operation #{})", what, ++operation_));
   std::vector<at::Tensor> answer{at::full({1}, decision, at::kLong)};
   collectives.run(group_->broadcast(answer));
-  if (failure) std::rethrow_exception(failure);  // rank 0: its own error, unchanged
   decision = answer[0].item<int64_t>();
+  if (decision < 0) reason = collectives.broadcast(std::move(reason));
+  if (failure) std::rethrow_exception(failure);  // rank 0: its own error, unchanged
   if (decision < 0) {
-    throw CheckpointError(
-        fmt::format("rank {}: {} failed on rank 0 (rank 0's log has the reason)", rank_, what));
+    throw CheckpointError(fmt::format("rank {}: {} failed on rank 0: {}", rank_, what, reason));
   }
   return decision == 1;
 }
 
 void DistributedCheckpointer::wait() {
   agree("waiting for the checkpoint writes", [&] {
+    throw_pending_failure();
     inner_->wait();
     return std::string();
   });
+}
+
+void DistributedCheckpointer::wait_staged() {
+  if (rank_ != 0) return;  // the other ranks' states were serialized in save()
+  if (world_size_ == 1) return inner_->wait_staged();  // nobody to keep in step
+  try {
+    inner_->wait_staged();
+  } catch (...) {
+    // Thrown on rank 0 alone it would leave the others waiting in their next collective.
+    if (!pending_failure_) pending_failure_ = std::current_exception();
+  }
 }
 
 Checkpoint DistributedCheckpointer::load() {

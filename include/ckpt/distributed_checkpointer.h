@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -39,11 +40,21 @@ struct DistributedCheckpointerOptions {
 ///   `trainer_backend_state` also holds every rank's `trainer_backend_state`, in rank order, as
 ///   the list `ckpt_rank_states` (per-rank state such as the random generator and the data
 ///   position), and `ckpt_metadata.world_size`. The replicated parts (module, trainer, registered
-///   state, hyperparameters) are taken from rank 0. Every rank returns only once rank 0's save is
-///   durable (an asynchronous inner checkpointer is waited for), with the path rank 0 wrote.
+///   state, hyperparameters) are taken from rank 0. Every rank returns with the path rank 0
+///   wrote, once rank 0's inner save() returned: with a synchronous inner checkpointer the file is
+///   durable then; with an asynchronous one (`async`) the write goes on in the background while
+///   every rank trains on.
+/// - Asynchronous saves: the outcome of a background save is agreed at the next point where the
+///   ranks already meet for checkpointing: the next step_due(), save(), save_step(), save_model()
+///   or wait(). A failed background save is thrown there on every rank with rank 0's reason, at
+///   most one save later, without an extra collective per step. wait() agrees on the last save:
+///   call it (the Trainer does) before exporting or exiting.
 /// - A failure on rank 0 is thrown on every rank as a CheckpointError carrying rank 0's reason; a
 ///   rank that gets no answer within `options.timeout` (rank 0 stuck, or gone) throws one that
 ///   says so. No rank waits forever.
+/// - wait_staged() is not a collective: rank 0 waits for its inner checkpointer's copy of the state
+///   (the other ranks' tensors were serialized during save()), and keeps a failure for the next
+///   collective instead of throwing it on rank 0 alone.
 /// - load: rank 0 loads (inner `load()`), and every rank gets the same checkpoint, with its own
 ///   rank's entry of `ckpt_rank_states` as its `trainer_backend_state`. When the checkpoint was
 ///   written by a different number of ranks (or by a single process without the list), a warning
@@ -85,6 +96,7 @@ class DistributedCheckpointer final : public AbstractCheckpointer {
                                                  bool force = false) override;
   Checkpoint load() override;
   void wait() override;
+  void wait_staged() override;
 
   int rank() const noexcept { return rank_; }
   int world_size() const noexcept { return world_size_; }
@@ -105,6 +117,9 @@ class DistributedCheckpointer final : public AbstractCheckpointer {
   int world_size_ = 1;
   std::shared_ptr<AbstractCheckpointer> inner_;
   int64_t operation_ = 0;  // collectives so far, for error messages
+  // Rank 0: a failure seen by wait_staged(), thrown on every rank at the next collective.
+  std::exception_ptr pending_failure_;
+  void throw_pending_failure();
 };
 
 }  // namespace ckpt
