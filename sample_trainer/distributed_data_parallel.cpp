@@ -217,6 +217,7 @@ std::optional<double> DistributedDataParallel::train_epoch(int64_t epoch,
     }
     average_gradients(end - begin, in_step);
     const double step_loss_sum = sum_over_ranks(local_loss);
+    if (args_.before_optimizer_step) args_.before_optimizer_step();
     for (auto& optimizer : args_.optimizers) optimizer->step();
     for (auto& scheduler : args_.schedulers) scheduler->step();
     ++batches_completed_;

@@ -179,17 +179,28 @@ int main(int argc, char** argv) {
   TrainerArguments args;
   DistArguments dist;
   std::string data_path;
+  DigitsModuleOptions model_options;
   po::options_description general("General options");
   general.add_options()("help,h", "show this help and exit")(
       "config", po::value<std::string>(),
-      "INI file with the options below: top-level `data = ...`, sections [trainer] and [chkp]; "
+      "INI file with the options below: top-level `data = ...`, sections [model], [trainer], "
+      "[chkp] and [dist]; "
       "the command line overrides it");
   po::options_description file_options;
   po::options_description data("Data");
   data.add_options()(
       "data", po::value<std::string>(&data_path)->default_value(default_digits_path().string()),
       "digits CSV, gzip or plain: 64 pixels 0..16 then the label, per line");
+  po::options_description model("Model (an MLP: 64 -> hidden1 -> hidden2 -> 10)");
+  model.add_options()(
+      "model.hidden1",
+      po::value<int64_t>(&model_options.hidden1)->default_value(model_options.hidden1),
+      "width of the first hidden layer (e.g. 4600 with hidden2 4600: a ~250 MB checkpoint)")(
+      "model.hidden2",
+      po::value<int64_t>(&model_options.hidden2)->default_value(model_options.hidden2),
+      "width of the second hidden layer");
   file_options.add(data)
+      .add(model)
       .add(trainer_options(args))
       .add(ckpt::default_checkpointer_options(args.checkpointer_args))
       .add(dist_options(dist));
@@ -226,6 +237,13 @@ int main(int argc, char** argv) {
     }
     po::notify(vm);
     validate_arguments(args, file_options);
+    for (const auto& [flag, width] : {std::pair{"--model.hidden1", model_options.hidden1},
+                                      std::pair{"--model.hidden2", model_options.hidden2}}) {
+      if (width < 1) {
+        throw UsageError("invalid width " + std::to_string(width) + ": must be >= 1 (" + flag +
+                         ")");
+      }
+    }
     try {
       dist.resolve_environment();
       dist.validate();
@@ -260,7 +278,7 @@ int main(int argc, char** argv) {
     at::set_num_threads(1);
     at::manual_seed(static_cast<uint64_t>(args.seed));
     const int64_t examples = digits.labels.size(0);
-    auto module = std::make_shared<DigitsModule>(std::move(digits));
+    auto module = std::make_shared<DigitsModule>(std::move(digits), model_options);
     spdlog::info(
         "data {}: {} examples, {} train / {} validation; epochs={} batch_size={} lr={} "
         "seed={}",

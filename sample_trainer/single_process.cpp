@@ -132,6 +132,7 @@ std::optional<double> SingleProcess::train_epoch(int64_t epoch, const StepCallba
     for (auto& optimizer : args_.optimizers) optimizer->zero_grad();
     at::Tensor loss = module.train_step(batch);
     loss.backward();
+    if (args_.before_optimizer_step) args_.before_optimizer_step();
     for (auto& optimizer : args_.optimizers) optimizer->step();
     for (auto& scheduler : args_.schedulers) scheduler->step();
     ++batches_completed_;

@@ -153,8 +153,14 @@ Trainer::Trainer(std::shared_ptr<TrainerBackend> backend, std::shared_ptr<Module
   module_->update_state(loaded.module_interface_state);
   build_optimizers_schedulers(args_.epochs);
   update_state(loaded.trainer_state);
+  // The modules here change no saved tensor in their forward pass (no BatchNorm): waiting for a
+  // background copy just before the optimizer step lets it overlap the forward and backward passes.
   backend_->init({module_, opt_.optimizers, opt_.schedulers, args_.batch_size,
-                  static_cast<uint64_t>(args_.seed)});
+                  static_cast<uint64_t>(args_.seed), [this] {
+                    const auto start = Clock::now();
+                    checkpointer_->wait_staged();
+                    checkpoint_blocked_seconds_ += seconds_since(start);
+                  }});
   backend_->update_state(loaded.trainer_backend_state);
   resumed_ = !loaded.trainer_state.empty();
   loaded_registered_ = loaded.registered_state;
@@ -283,15 +289,15 @@ void Trainer::register_stateful(const std::string& name, std::shared_ptr<Statefu
   }
   if (resumed_) {
     if (loaded_registered_.contains(name)) {
-      object->update_state(ckpt::StateDict::from_ivalue(loaded_registered_.at(name),
-                                                        "registered_state." + name));
+      object->update_state(
+          ckpt::StateDict::from_ivalue(loaded_registered_.at(name), "registered_state." + name));
     } else {
       std::string present;
       for (const auto& entry : loaded_registered_) {
         present += (present.empty() ? "" : ", ") + entry.first;
       }
-      registered_mismatch("the checkpoint has no registered state '" + name + "' (it has: " +
-                          (present.empty() ? "none" : present) + ")");
+      registered_mismatch("the checkpoint has no registered state '" + name +
+                          "' (it has: " + (present.empty() ? "none" : present) + ")");
     }
   }
   registered_.emplace_back(name, std::move(object));
@@ -315,12 +321,25 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   check_unclaimed_registered_state();
   TrainResult result;
   const auto start = Clock::now();
-  double save_seconds = 0;  // time spent saving, not training
-  const auto train_seconds = [&] { return seconds_since(start) - save_seconds; };
+  checkpoint_blocked_seconds_ = 0;  // time spent waiting for the checkpointer, not training
+  const auto train_seconds = [&] { return seconds_since(start) - checkpoint_blocked_seconds_; };
+  const auto blocked = [&](auto&& call) {
+    const auto call_start = Clock::now();
+    call();
+    checkpoint_blocked_seconds_ += seconds_since(call_start);
+  };
+  const auto finish = [&] {
+    result.seconds = seconds_since(start);
+    result.checkpoint_blocked_seconds = checkpoint_blocked_seconds_;
+    spdlog::info(
+        "checkpointing blocked training for {:.2f}s of {:.2f}s ({:.1f}%)",
+        result.checkpoint_blocked_seconds, result.seconds,
+        result.seconds > 0 ? 100.0 * result.checkpoint_blocked_seconds / result.seconds : 0.0);
+  };
   const auto stopping = [&] { return stop_requested && stop_requested(); };
   const auto saved = [&](Clock::time_point save_start,
                          const std::optional<std::filesystem::path>& path) {
-    save_seconds += seconds_since(save_start);
+    checkpoint_blocked_seconds_ += seconds_since(save_start);
     if (path) {
       last_saved_step_ = backend_->global_step();
       last_saved_path_ = path;
@@ -378,8 +397,9 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   result.last_epoch = last_epoch_;
   result.global_step = backend_->global_step();
   if (result.stopped) {
-    checkpointer_->wait();  // the position is durable before train() says so
+    blocked([&] { checkpointer_->wait(); });  // the position is durable before train() says so
     result.checkpoint_path = last_saved_path_;
+    finish();
     spdlog::info("stopped: {} epochs completed in {:.2f}s, step {}; newest checkpoint {}",
                  result.epochs.size(), seconds_since(start), result.global_step,
                  last_saved_path_ ? last_saved_path_->string() : std::string("none"));
@@ -393,10 +413,15 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   } else {
     ckpt::Checkpoint final_checkpoint = checkpoint();
     if (!result.epochs.empty()) final_checkpoint = checkpoint_with_metrics(result.epochs.back());
-    result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
+    blocked([&] {
+      result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
+    });
   }
-  result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_);
-  checkpointer_->wait();  // a background save is durable, or its failure thrown, before we report
+  blocked(
+      [&] { result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_); });
+  // A background save is durable, or its failure thrown, before we report.
+  blocked([&] { checkpointer_->wait(); });
+  finish();
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,
                result.final_val.accuracy, result.final_val.correct, result.final_val.examples);

@@ -85,6 +85,11 @@ struct TrainResult {
   bool stopped = false;
   /// Optimizer steps completed since the first run began.
   int64_t global_step = 0;
+  /// Wall-clock seconds of this train() call, and those of them training waited for the
+  /// checkpointer: in save(), save_step(), save_model(), wait() and wait_staged() (CheckFreq's
+  /// checkpoint stall).
+  double seconds = 0;
+  double checkpoint_blocked_seconds = 0;
 };
 
 /// An object whose state travels with the checkpoint: Trainer::register_for_checkpointing wraps
@@ -113,7 +118,10 @@ int stop_signal() noexcept;
 /// it sets `last_epoch` and calls `save(checkpoint, last_epoch)`; at the end it calls
 /// `save(checkpoint, last_epoch, /*force=*/true)` and `save_model(module state, last_epoch)`, then
 /// `wait()`, so that a background save (`--chkp.async`) is durable, or has thrown, before train()
-/// returns.
+/// returns. Before every optimizer step the backend calls the checkpointer's `wait_staged()`, so a
+/// save that copies the state in the background (`--chkp.stage_in_background`) overlaps the next
+/// forward and backward passes but never the step that changes the parameters. At the end it logs
+/// the share of training time spent waiting for the checkpointer.
 ///
 ///   auto module = std::make_shared<DigitsModule>(load_digits(path));
 ///   Trainer trainer(std::make_shared<SingleProcess>(), module, args);
@@ -209,6 +217,8 @@ class Trainer {
   // The global step of the newest checkpoint saved or resumed from (-1: none).
   int64_t last_saved_step_ = -1;
   std::optional<std::filesystem::path> last_saved_path_;
+  // Seconds the current train() call has spent waiting for the checkpointer.
+  double checkpoint_blocked_seconds_ = 0;
 };
 
 }  // namespace sample_trainer

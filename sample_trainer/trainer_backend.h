@@ -28,6 +28,10 @@ struct TrainerBackendArguments {
   int64_t batch_size = 32;
   /// Seed of the per-epoch data order.
   uint64_t seed = 0;
+  /// If set, called before every optimizer step, after the forward and backward passes: the
+  /// trainer waits there for a background checkpoint copy (AbstractCheckpointer::wait_staged),
+  /// which may overlap the passes but not the step that changes the parameters.
+  std::function<void()> before_optimizer_step;
 };
 
 /// Validation metrics over the whole validation set.

@@ -61,6 +61,41 @@ class MemoryCheckpointer final : public ckpt::AbstractCheckpointer {
   }
 };
 
+// Copies a save's tensors only when the trainer calls wait_staged(), as a checkpointer that stages
+// in the background does, and counts the tensors that had changed by then: a trainer that changed
+// a saved tensor before calling wait_staged() would show here.
+class DeferredCopyCheckpointer final : public ckpt::AbstractCheckpointer {
+ public:
+  std::optional<std::filesystem::path> save(const ckpt::Checkpoint& checkpoint, int64_t,
+                                            bool) override {
+    pending = checkpoint;  // shares the live tensors
+    at_save = deep(checkpoint.module_interface_state, checkpoint.trainer_state);
+    return std::nullopt;
+  }
+  ckpt::Checkpoint load() override { return {}; }
+  void wait_staged() override {
+    ++wait_staged_calls;
+    if (!pending) return;
+    const auto now = deep(pending->module_interface_state, pending->trainer_state);
+    ++staged;
+    if (!ckpt::deep_equal(now, at_save)) ++torn;
+    pending.reset();
+  }
+  void wait() override { wait_staged(); }
+
+  std::optional<ckpt::Checkpoint> pending;
+  c10::IValue at_save;
+  int wait_staged_calls = 0;
+  int staged = 0;
+  int torn = 0;
+
+ private:
+  // Deep copies (compared with ckpt::deep_equal: tensors by value).
+  static c10::IValue deep(const ckpt::StateDict& a, const ckpt::StateDict& b) {
+    return c10::ivalue::Tuple::create({a.to_ivalue().deepcopy(), b.to_ivalue().deepcopy()});
+  }
+};
+
 // Usage, as in the README:
 //   auto checkpointer = std::make_shared<MemoryCheckpointer>();
 //   Trainer trainer(std::make_shared<SingleProcess>(), module, args, checkpointer);
@@ -350,8 +385,20 @@ BOOST_AUTO_TEST_CASE(custom_checkpointer_is_called_as_specified) {
   BOOST_CHECK(done.epochs.empty());
   BOOST_CHECK_EQUAL(done.last_epoch, 3);
   BOOST_CHECK_EQUAL(done.final_val.correct, result.epochs.back().val.correct);
-  BOOST_CHECK((checkpointer->calls ==
-               std::vector<std::string>{"load()", "save_model(3)"}));
+  BOOST_CHECK((checkpointer->calls == std::vector<std::string>{"load()", "save_model(3)"}));
+}
+
+BOOST_AUTO_TEST_CASE(the_trainer_calls_wait_staged_before_every_optimizer_step) {
+  auto checkpointer = std::make_shared<DeferredCopyCheckpointer>();
+  Trainer trainer(std::make_shared<SingleProcess>(), make_module(1), quick_args(3), checkpointer);
+  const TrainResult result = trainer.train();
+  // Once per step (3 epochs of 23), and once more by the final wait().
+  BOOST_CHECK_EQUAL(checkpointer->wait_staged_calls, 3 * 23 + 1);
+  BOOST_CHECK_EQUAL(checkpointer->staged, 3);  // each epoch's save, copied at the next step
+  BOOST_CHECK_EQUAL(checkpointer->torn, 0);    // nothing saved had changed before the copy
+  BOOST_CHECK_GE(result.checkpoint_blocked_seconds, 0.0);
+  BOOST_CHECK_LE(result.checkpoint_blocked_seconds, result.seconds);
+  BOOST_CHECK_GT(result.seconds, 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(resume_is_exact_in_process) {

@@ -96,7 +96,8 @@ BOOST_AUTO_TEST_CASE(pymarlin_trainer_scenario) {
   // No load_dir: starts fresh and overwrites 0..2.
   r = trainer(dir, dir / "work", with({"--trainer.epochs", "4"}));
   check_ok(r);
-  BOOST_CHECK(files_in(save) == names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar", "test_latest"}));
+  BOOST_CHECK(files_in(save) ==
+              names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar", "test_latest"}));
   BOOST_CHECK(files_in(models) == names({"test_model_2.tar", "test_model_3.tar"}));
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{0, 1, 2, 3}));
 
@@ -105,9 +106,8 @@ BOOST_AUTO_TEST_CASE(pymarlin_trainer_scenario) {
   check_ok(r);
   BOOST_CHECK(epochs_run(r) == (std::vector<int64_t>{4}));
   BOOST_CHECK(contains(r.out, "resuming after epoch 3: epochs 4..4"));
-  BOOST_CHECK(files_in(save) ==
-              names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar", "test_4.tar",
-                     "test_latest"}));
+  BOOST_CHECK(files_in(save) == names({"test_0.tar", "test_1.tar", "test_2.tar", "test_3.tar",
+                                       "test_4.tar", "test_latest"}));
   BOOST_CHECK(files_in(models) ==
               names({"test_model_2.tar", "test_model_3.tar", "test_model_4.tar"}));
   BOOST_CHECK(files_in(dir / "work").empty());
@@ -128,8 +128,9 @@ BOOST_AUTO_TEST_CASE(checkpoint_false_writes_nothing_and_period_two_saves_expect
   r = trainer(dir, dir / "period",
               {"--trainer.epochs", "4", "--trainer.batch_size", "128", "--chkp.period", "2"});
   check_ok(r);
-  BOOST_CHECK(files_in(dir / "period" / "checkpoints") ==
-              names({"model_0.pt", "model_2.pt", "model_3.pt", "model_latest", "model_model_3.pt"}));
+  BOOST_CHECK(
+      files_in(dir / "period" / "checkpoints") ==
+      names({"model_0.pt", "model_2.pt", "model_3.pt", "model_latest", "model_model_3.pt"}));
 }
 
 BOOST_AUTO_TEST_CASE(resume_in_a_new_process_is_exact) {
@@ -176,36 +177,47 @@ BOOST_AUTO_TEST_CASE(resume_in_a_new_process_is_exact) {
   BOOST_CHECK(a == b);
 }
 
+// Async saves, with the copy in save() ("async") or staged in the background while the next
+// forward and backward passes run ("staged").
 BOOST_AUTO_TEST_CASE(async_saves_write_the_same_files_as_synchronous_ones) {
   TempDir dir;
-  auto run = [&](const std::string& name, const std::string& async) {
-    RunResult r = trainer(dir, dir / "work",
-                          {"--trainer.epochs", "4", "--chkp.async", async, "--chkp.save_dir",
-                           (dir / name).string(), "--chkp.model_state_save_dir",
-                           (dir / name).string()});
+  auto run = [&](const std::string& name, const std::string& async, const std::string& staged) {
+    RunResult r =
+        trainer(dir, dir / "work",
+                {"--trainer.epochs", "4", "--chkp.async", async, "--chkp.stage_in_background",
+                 staged, "--chkp.save_dir", (dir / name).string(), "--chkp.model_state_save_dir",
+                 (dir / name).string()});
     check_ok(r);
+    BOOST_CHECK_MESSAGE(r.out.find("checkpointing blocked training for") != std::string::npos,
+                        r.out);
     return r;
   };
-  const RunResult sync = run("sync", "false");
-  const RunResult async = run("async", "true");
-  BOOST_CHECK(epoch_metrics(async.out) == epoch_metrics(sync.out));
-  // train() waited for the last background save: every file is there, complete, when it exits.
-  BOOST_REQUIRE(files_in(dir / "async") == files_in(dir / "sync"));
-  for (const auto& name : files_in(dir / "sync")) {
-    BOOST_TEST_CONTEXT(name) {
-      if (name == "model_latest" || name.rfind("model_model_", 0) == 0) {
-        // The pointer, and the weights file (no stored options): byte for byte.
-        BOOST_CHECK(read_text(dir / "async" / name) == read_text(dir / "sync" / name));
-        continue;
+  const RunResult sync = run("sync", "false", "false");
+  for (const std::string variant : {"async", "staged"}) {
+    BOOST_TEST_CONTEXT(variant) {
+      const RunResult async = run(variant, "true", variant == "staged" ? "true" : "false");
+      BOOST_CHECK(epoch_metrics(async.out) == epoch_metrics(sync.out));
+      // train() waited for the last background save: every file is there, complete, when it exits.
+      BOOST_REQUIRE(files_in(dir / variant) == files_in(dir / "sync"));
+      for (const auto& name : files_in(dir / "sync")) {
+        BOOST_TEST_CONTEXT(name) {
+          if (name == "model_latest" || name.rfind("model_model_", 0) == 0) {
+            // The pointer, and the weights file (no stored options): byte for byte.
+            BOOST_CHECK(read_text(dir / variant / name) == read_text(dir / "sync" / name));
+            continue;
+          }
+          // Checkpoints store the options, which differ in chkp.async and the directories: the rest
+          // is the same.
+          auto a = ckpt::load_checkpoint_file(dir / variant / name);
+          auto b = ckpt::load_checkpoint_file(dir / "sync" / name);
+          BOOST_CHECK(a.hyperparameters.at("chkp.async").toBool());
+          BOOST_CHECK(!b.hyperparameters.at("chkp.async").toBool());
+          BOOST_CHECK_EQUAL(a.hyperparameters.at("chkp.stage_in_background").toBool(),
+                            variant == "staged");
+          a.hyperparameters = b.hyperparameters = {};
+          BOOST_CHECK(a == b);
+        }
       }
-      // Checkpoints store the options, which differ in chkp.async and the directories: the rest
-      // is the same.
-      auto a = ckpt::load_checkpoint_file(dir / "async" / name);
-      auto b = ckpt::load_checkpoint_file(dir / "sync" / name);
-      BOOST_CHECK(a.hyperparameters.at("chkp.async").toBool());
-      BOOST_CHECK(!b.hyperparameters.at("chkp.async").toBool());
-      a.hyperparameters = b.hyperparameters = {};
-      BOOST_CHECK(a == b);
     }
   }
 }
@@ -268,16 +280,35 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
   TempDir dir;
   const RunResult r = trainer(dir, dir / "work", {"--help"});
   check_ok(r);
-  for (const char* flag :
-       {"--config", "--data", "--trainer.epochs", "--trainer.seed", "--trainer.batch_size",
-        "--trainer.lr", "--trainer.reset_optimizers_schedulers", "--chkp.checkpoint",
-        "--chkp.delete_existing_checkpoints", "--chkp.period", "--chkp.save_dir",
-        "--chkp.model_state_save_dir", "--chkp.load_dir", "--chkp.load_filename",
-        "--chkp.file_prefix", "--chkp.file_ext", "--chkp.log_level", "--chkp.every_n_train_steps",
-        "--chkp.train_time_interval", "--chkp.save_on_signal", "--chkp.keep_last_n",
-        "--chkp.save_top_k", "--chkp.monitor", "--chkp.mode", "--chkp.latest_pointer",
-        "--chkp.save_weights_only", "--chkp.strict_registered_state", "--chkp.disk_margin_mb",
-        "--chkp.async"}) {
+  for (const char* flag : {"--config",
+                           "--data",
+                           "--trainer.epochs",
+                           "--trainer.seed",
+                           "--trainer.batch_size",
+                           "--trainer.lr",
+                           "--trainer.reset_optimizers_schedulers",
+                           "--chkp.checkpoint",
+                           "--chkp.delete_existing_checkpoints",
+                           "--chkp.period",
+                           "--chkp.save_dir",
+                           "--chkp.model_state_save_dir",
+                           "--chkp.load_dir",
+                           "--chkp.load_filename",
+                           "--chkp.file_prefix",
+                           "--chkp.file_ext",
+                           "--chkp.log_level",
+                           "--chkp.every_n_train_steps",
+                           "--chkp.train_time_interval",
+                           "--chkp.save_on_signal",
+                           "--chkp.keep_last_n",
+                           "--chkp.save_top_k",
+                           "--chkp.monitor",
+                           "--chkp.mode",
+                           "--chkp.latest_pointer",
+                           "--chkp.save_weights_only",
+                           "--chkp.strict_registered_state",
+                           "--chkp.disk_margin_mb",
+                           "--chkp.async"}) {
     BOOST_CHECK_MESSAGE(contains(r.out, flag), "--help does not mention " << flag);
   }
   BOOST_CHECK(fs::is_empty(dir / "work"));
@@ -297,7 +328,8 @@ BOOST_AUTO_TEST_CASE(bad_arguments_exit_2_with_one_line_and_touch_nothing) {
                     save.string(), "--chkp.model_state_save_dir", save.string()}));
   write_text(work / "a_file", "not a directory\n");
   write_text(work / "unknown.ini", "[trainer]\nbogus = 1\n");
-  BOOST_REQUIRE(files_in(save) == names({"model_0.pt", "model_1.pt", "model_latest", "model_model_1.pt"}));
+  BOOST_REQUIRE(files_in(save) ==
+                names({"model_0.pt", "model_1.pt", "model_latest", "model_model_1.pt"}));
   const Snapshot before = snapshot(work);
 
   const std::vector<std::string> destructive = {
@@ -315,6 +347,9 @@ BOOST_AUTO_TEST_CASE(bad_arguments_exit_2_with_one_line_and_touch_nothing) {
       {{"--chkp.period", "0"}, {"invalid period 0: must be >= 1 (--chkp.period)"}},
       {{"--chkp.checkpoint", "maybe"}, {"'maybe'", "--chkp.checkpoint"}},
       {{"--chkp.log_level", "loud"}, {"invalid log_level 'loud'", "(--chkp.log_level)"}},
+      {{"--chkp.stage_in_background", "true"},
+       {"invalid stage_in_background true", "async is false", "(--chkp.stage_in_background)"}},
+      {{"--model.hidden1", "0"}, {"invalid width 0: must be >= 1 (--model.hidden1)"}},
       {{"--chkp.save_dir", (work / "a_file").string()},
        {"invalid save_dir " + (work / "a_file").string() + ": exists and is not a directory"}},
       // A URL is not a local path: refused by name, no directory named "s3:" appears.
