@@ -8,7 +8,7 @@ packages=(
   libtorch-dev
   libboost-filesystem-dev libboost-program-options-dev libboost-test-dev
   libspdlog-dev zlib1g-dev nlohmann-json3-dev libisal-dev
-  libgloo-dev strace
+  libgloo-dev strace iproute2
   python3-torch
 )
 

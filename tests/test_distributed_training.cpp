@@ -58,19 +58,24 @@ std::vector<std::string> two_ranks(int epochs, std::vector<std::string> extra = 
   return args;
 }
 
-// Starts the launcher in its own process group (so the test can kill every rank at once);
+// Starts `command` (quoted) in its own process group (so the test can kill every rank at once);
 // stdout and stderr go to out.txt and err.txt in `cwd`.
-pid_t start(const fs::path& cwd, const std::vector<std::string>& args) {
+pid_t start_command(const fs::path& cwd, const std::string& command_text) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
-    const std::string command = "cd " + quote(cwd.string()) + " && exec " + command_line(args) +
+    const std::string command = "cd " + quote(cwd.string()) + " && exec " + command_text +
                                 " > out.txt 2> err.txt < /dev/null";
     ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::setpgid(pid, pid);
   return pid;
+}
+
+// The launcher with `args`, as start_command.
+pid_t start(const fs::path& cwd, const std::vector<std::string>& args) {
+  return start_command(cwd, command_line(args));
 }
 
 int exit_code_of(pid_t pid) {
@@ -176,16 +181,22 @@ BOOST_AUTO_TEST_CASE(two_ranks_end_four_epochs_with_bitwise_equal_parameters) {
       ckpt::load_checkpoint_file(dir / "ck" / "model_3.pt").metadata.at("world_size").toInt(), 2);
 }
 
-BOOST_AUTO_TEST_CASE(killed_after_two_epochs_two_ranks_resume_to_the_uninterrupted_result) {
+// The killed run saves asynchronously, copy included (ranks train on while rank 0 writes); the
+// reference saves synchronously: an exact resume must not depend on how the files were written.
+BOOST_AUTO_TEST_CASE(
+    killed_async_after_two_epochs_two_ranks_resume_to_the_uninterrupted_sync_result) {
   // Mid-epoch checkpoints too, so that the kill may land anywhere.
   const std::vector<std::string> policy{"--chkp.every_n_train_steps", "5"};
+  const std::vector<std::string> async_policy{
+      "--chkp.every_n_train_steps", "5",   "--chkp.async", "true",
+      "--chkp.stage_in_background", "true"};
   TempDir reference;
   const RunResult full =
       run_in(reference.path(), reference / "logs", command_line(two_ranks(4, policy)));
   BOOST_REQUIRE_MESSAGE(full.exit_code == 0, full.err);
 
   TempDir dir;
-  const pid_t pid = start(dir.path(), two_ranks(4, policy));
+  const pid_t pid = start(dir.path(), two_ranks(4, async_policy));
   wait_for(dir / "ck" / "model_1.pt");
   ::kill(-pid, SIGKILL);  // the launcher and both ranks
   BOOST_CHECK_EQUAL(exit_code_of(pid), 128 + SIGKILL);
@@ -195,9 +206,11 @@ BOOST_AUTO_TEST_CASE(killed_after_two_epochs_two_ranks_resume_to_the_uninterrupt
 
   const RunResult resumed = run_in(
       dir.path(), dir / "logs",
-      command_line(two_ranks(4, {"--chkp.every_n_train_steps", "5", "--chkp.load_dir", "ck"})));
+      command_line(two_ranks(4, {"--chkp.every_n_train_steps", "5", "--chkp.async", "true",
+                                 "--chkp.stage_in_background", "true", "--chkp.load_dir", "ck"})));
   BOOST_REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.err);
   BOOST_CHECK(resumed.out.find("resuming after epoch") != std::string::npos);
+  BOOST_CHECK(resumed.out.find("checkpointing blocked training for") != std::string::npos);
   check_states_bitwise_equal(ckpt::load_state_file(dir / "ck" / "model_model_3.pt"),
                              ckpt::load_state_file(reference / "ck" / "model_model_3.pt"));
   // Each rank's random generator and position came back exactly: the final per-rank states match.
@@ -318,6 +331,27 @@ BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_stops_both_ranks_with_its_reason) {
   BOOST_CHECK(files_in(dir / "ck").empty());
 }
 
+// The same refusal in a background save: the ranks have trained on, and hear of it at the next
+// point where they meet for checkpointing (the step-due broadcast after the next step).
+BOOST_AUTO_TEST_CASE(a_failed_background_save_on_rank_0_stops_both_ranks_with_its_reason) {
+  TempDir dir;
+  const RunResult r =
+      run_in(dir.path(), dir / "logs",
+             command_line({"--dist.nproc", "2", "--dist.timeout", "60", "--trainer.epochs", "4",
+                           "--chkp.save_dir", "ck", "--chkp.disk_margin_mb", "1000000000",
+                           "--chkp.async", "true", "--chkp.stage_in_background", "true"}));
+  BOOST_CHECK_EQUAL(r.exit_code, 1);
+  BOOST_CHECK_MESSAGE(r.err.find("sample_trainer: error: rank 0: not enough free space to save "
+                                 "ck/model_0.pt") != std::string::npos,
+                      r.err);
+  static const std::regex rank1(
+      R"(sample_trainer: error: rank 1: .* failed on rank 0: not enough free space to save ck/model_0\.pt)");
+  BOOST_CHECK_MESSAGE(std::regex_search(r.err, rank1), r.err);
+  // Neither rank finished training: no final weights, no later checkpoint.
+  BOOST_CHECK(r.out.find("done:") == std::string::npos);
+  BOOST_CHECK(files_in(dir / "ck").empty());
+}
+
 BOOST_AUTO_TEST_CASE(a_stuck_rank_0_does_not_hang_rank_1) {
   TempDir dir;
   const pid_t launcher = start(dir.path(), {"--dist.nproc", "2", "--dist.timeout", "10",
@@ -411,6 +445,159 @@ BOOST_AUTO_TEST_CASE(only_rank_0_ever_writes_or_deletes_in_the_checkpoint_direct
   // What is left: the newest checkpoint, the pointer and the weights.
   BOOST_CHECK(files_in(ck) ==
               (std::vector<std::string>{"model_2.pt", "model_latest", "model_model_2.pt"}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- two machines: two network namespaces joined by a veth pair ----
+
+namespace {
+
+// Runs a command of the test's own plumbing; a failure fails the test with the command.
+void run_or_fail(const std::string& command) {
+  const int status = std::system((command + " 2>&1").c_str());
+  BOOST_REQUIRE_MESSAGE(status == 0, "failed (status " << status << "): " << command);
+}
+
+// Two "machines" on this one: network namespaces, each with its own loopback and one end of a
+// veth pair, 10.231.<n>.1 and .2. Only this test's namespaces and link are made, and the
+// destructor removes them (deleting a namespace deletes its end of the pair), also on failure.
+class TwoHosts {
+ public:
+  TwoHosts() {
+    BOOST_REQUIRE_MESSAGE(
+        ::geteuid() == 0,
+        "the two-machine test needs root to make network namespaces (CI is root)");
+    BOOST_REQUIRE_MESSAGE(
+        std::system("ip -V > /dev/null 2>&1") == 0,
+        "the two-machine test needs ip (Debian's iproute2: scripts/install-deps.sh)");
+    const std::string tag = std::to_string(::getpid() % 100000);
+    const std::string subnet = "10.231." + std::to_string(::getpid() % 250);
+    for (int i = 0; i < 2; ++i) {
+      names_[i] = std::string("ckpt-") + (i == 0 ? "a-" : "b-") + tag;
+      links_[i] = std::string("ck") + (i == 0 ? "a" : "b") + tag;  // <= 15 characters
+      addresses_[i] = subnet + "." + std::to_string(i + 1);
+    }
+    for (int i = 0; i < 2; ++i) {
+      run_or_fail("ip netns add " + names_[i]);
+      made_[i] = true;
+    }
+    run_or_fail("ip link add " + links_[0] + " type veth peer name " + links_[1]);
+    link_made_ = true;
+    for (int i = 0; i < 2; ++i) {
+      run_or_fail("ip link set " + links_[i] + " netns " + names_[i]);
+      run_or_fail("ip -n " + names_[i] + " addr add " + addresses_[i] + "/24 dev " + links_[i]);
+      run_or_fail("ip -n " + names_[i] + " link set " + links_[i] + " up");
+      run_or_fail("ip -n " + names_[i] + " link set lo up");
+    }
+    link_made_ = false;  // both ends now live in the namespaces, and go with them
+  }
+  ~TwoHosts() {
+    if (link_made_) std::system(("ip link delete " + links_[0] + " > /dev/null 2>&1").c_str());
+    for (int i = 0; i < 2; ++i) {
+      if (made_[i]) std::system(("ip netns delete " + names_[i] + " > /dev/null 2>&1").c_str());
+    }
+  }
+  TwoHosts(const TwoHosts&) = delete;
+  TwoHosts& operator=(const TwoHosts&) = delete;
+
+  // `command` run on machine `i`, Gloo told to use its end of the pair.
+  std::string on(int i, const std::string& command) const {
+    return "ip netns exec " + names_[i] + " env GLOO_SOCKET_IFNAME=" + links_[i] + " " + command;
+  }
+  const std::string& address(int i) const { return addresses_[i]; }
+  const std::string& name(int i) const { return names_[i]; }
+
+ private:
+  std::string names_[2], links_[2], addresses_[2];
+  bool made_[2] = {false, false};
+  bool link_made_ = false;
+};
+
+// Node `node` of a two-node job (one rank each), rendezvous at node 0's address.
+std::string node_command(const TwoHosts& hosts, int node, bool resume) {
+  std::vector<std::string> args{"--dist.nproc",
+                                "1",
+                                "--dist.nnodes",
+                                "2",
+                                "--dist.node_rank",
+                                std::to_string(node),
+                                "--dist.master_addr",
+                                hosts.address(0),
+                                "--dist.master_port",
+                                "29500",
+                                "--dist.timeout",
+                                "60",
+                                "--trainer.epochs",
+                                "4",
+                                "--chkp.save_dir",
+                                "ck",
+                                "--chkp.model_state_save_dir",
+                                "ck",
+                                "--chkp.every_n_train_steps",
+                                "5"};
+  if (resume) args.insert(args.end(), {"--chkp.load_dir", "ck"});
+  return hosts.on(node, command_line(args));
+}
+
+// Runs both nodes to the end, each in its own directory; returns their exit codes.
+std::pair<int, int> run_both(const TwoHosts& hosts, const fs::path& dir0, const fs::path& dir1,
+                             bool resume) {
+  const pid_t node0 = start_command(dir0, node_command(hosts, 0, resume));
+  const pid_t node1 = start_command(dir1, node_command(hosts, 1, resume));
+  return {exit_code_of(node0), exit_code_of(node1)};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(two_machines)
+
+BOOST_AUTO_TEST_CASE(node_1_killed_mid_epoch_both_nodes_restart_and_resume_exactly) {
+  TwoHosts hosts;
+  TempDir reference, killed;
+  for (const auto* dir : {&reference, &killed}) {
+    fs::create_directories(dir->path() / "node0");
+    fs::create_directories(dir->path() / "node1");
+  }
+  // The uninterrupted two-node run.
+  const auto full = run_both(hosts, reference / "node0", reference / "node1", false);
+  BOOST_REQUIRE_MESSAGE(full.first == 0 && full.second == 0,
+                        "node 0: " << read_text(reference / "node0" / "err.txt")
+                                   << "\nnode 1: " << read_text(reference / "node1" / "err.txt"));
+  // Each node is its own machine: rank 1 ran in the other namespace, joined over the veth pair.
+  const std::string out0 = read_text(reference / "node0" / "out.txt");
+  BOOST_CHECK_MESSAGE(
+      out0.find("rank 0 of 2 joined the job at " + hosts.address(0)) != std::string::npos, out0);
+  BOOST_CHECK(!fs::exists(reference / "node1" / "ck"));  // only rank 0 writes
+
+  // The same job, node 1's processes SIGKILLed once a checkpoint exists.
+  const pid_t node0 = start_command(killed / "node0", node_command(hosts, 0, false));
+  const pid_t node1 = start_command(killed / "node1", node_command(hosts, 1, false));
+  wait_for(killed / "node0" / "ck" / "model_1.pt");
+  ::kill(-node1, SIGKILL);
+  BOOST_CHECK_EQUAL(exit_code_of(node1), 128 + SIGKILL);
+  BOOST_CHECK_NE(exit_code_of(node0), 0);  // node 0 lost its peer and gave up, without hanging
+  BOOST_REQUIRE_MESSAGE(!fs::exists(killed / "node0" / "ck" / "model_model_3.pt"),
+                        "the job finished before node 1 was killed");
+  // Both nodes restart; rank 0 resumes from its own directory.
+  const auto resumed = run_both(hosts, killed / "node0", killed / "node1", true);
+  BOOST_REQUIRE_MESSAGE(resumed.first == 0 && resumed.second == 0,
+                        "node 0: " << read_text(killed / "node0" / "err.txt")
+                                   << "\nnode 1: " << read_text(killed / "node1" / "err.txt"));
+  BOOST_CHECK(read_text(killed / "node0" / "out.txt").find("resuming after epoch") !=
+              std::string::npos);
+  check_states_bitwise_equal(
+      ckpt::load_state_file(killed / "node0" / "ck" / "model_model_3.pt"),
+      ckpt::load_state_file(reference / "node0" / "ck" / "model_model_3.pt"));
+  const auto a = rank_states(killed / "node0" / "ck" / "model_3.pt");
+  const auto b = rank_states(reference / "node0" / "ck" / "model_3.pt");
+  BOOST_REQUIRE_EQUAL(a.size(), 2u);
+  BOOST_REQUIRE_EQUAL(b.size(), 2u);
+  for (size_t r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_CHECK(ckpt::deep_equal(a[r].to_ivalue(), b[r].to_ivalue()));
+    }
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()
