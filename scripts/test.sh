@@ -30,9 +30,11 @@ if [ "${CKPT_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
   # LibTorch itself is not instrumented and keeps allocations until exit: leak checking is off.
   # The kill test's rounds take seconds each under ASan: 40 of them here, all 110 in step 3.
+  # -O1 -g1 (line tables: reports still name file and line) instead of -O2 -g: measured here, a
+  # test source compiles in 18.5 s instead of 46 s under the sanitizers, which keeps CI in its time.
   CKPT_KILL_ROUNDS=40 \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_suite "$build_dir-asan" -DCKPT_SANITIZE=ON
+    run_suite "$build_dir-asan" -DCKPT_SANITIZE=ON "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
 fi
 
 echo "== test suite"
