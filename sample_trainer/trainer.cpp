@@ -187,7 +187,8 @@ void Trainer::build_optimizers_schedulers(int64_t epochs) {
 ckpt::StateDict Trainer::get_state() const {
   c10::impl::GenericList optimizers(c10::AnyType::get());
   for (const auto& optimizer : opt_.optimizers) {
-    optimizers.push_back(ckpt::optimizer_state(*optimizer).to_ivalue());
+    // Shared, like the module state: a checkpoint is written (or staged) before the next step.
+    optimizers.push_back(ckpt::optimizer_state(*optimizer, ckpt::StateTensors::shared).to_ivalue());
   }
   c10::impl::GenericList schedulers(c10::AnyType::get());
   for (const auto& scheduler : opt_.schedulers)
@@ -328,14 +329,24 @@ TrainResult Trainer::train(const ProgressCallback& progress,
     call();
     checkpoint_blocked_seconds_ += seconds_since(call_start);
   };
+  double final_wait_seconds = 0;  // of those, waiting at the end for the last save's durability
+  const auto final_wait = [&] {
+    const auto wait_start = Clock::now();
+    blocked([&] { checkpointer_->wait(); });
+    final_wait_seconds = seconds_since(wait_start);
+  };
   const auto finish = [&] {
     result.seconds = seconds_since(start);
     result.checkpoint_blocked_seconds = checkpoint_blocked_seconds_;
+    result.checkpoint_final_wait_seconds = final_wait_seconds;
     spdlog::info(
-        "checkpointing blocked training for {:.2f}s of {:.2f}s ({:.1f}%)",
+        "checkpointing blocked training for {:.3f}s of {:.3f}s ({:.1f}%), {:.3f}s of it waiting "
+        "at the end for the last save to be durable",
         result.checkpoint_blocked_seconds, result.seconds,
-        result.seconds > 0 ? 100.0 * result.checkpoint_blocked_seconds / result.seconds : 0.0);
+        result.seconds > 0 ? 100.0 * result.checkpoint_blocked_seconds / result.seconds : 0.0,
+        final_wait_seconds);
   };
+
   const auto stopping = [&] { return stop_requested && stop_requested(); };
   const auto saved = [&](Clock::time_point save_start,
                          const std::optional<std::filesystem::path>& path) {
@@ -397,7 +408,7 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   result.last_epoch = last_epoch_;
   result.global_step = backend_->global_step();
   if (result.stopped) {
-    blocked([&] { checkpointer_->wait(); });  // the position is durable before train() says so
+    final_wait();  // the position is durable before train() says so
     result.checkpoint_path = last_saved_path_;
     finish();
     spdlog::info("stopped: {} epochs completed in {:.2f}s, step {}; newest checkpoint {}",
@@ -420,7 +431,7 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   blocked(
       [&] { result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_); });
   // A background save is durable, or its failure thrown, before we report.
-  blocked([&] { checkpointer_->wait(); });
+  final_wait();
   finish();
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,

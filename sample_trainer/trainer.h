@@ -90,6 +90,8 @@ struct TrainResult {
   /// checkpoint stall).
   double seconds = 0;
   double checkpoint_blocked_seconds = 0;
+  /// Of checkpoint_blocked_seconds, the final wait() for the last save to be durable.
+  double checkpoint_final_wait_seconds = 0;
 };
 
 /// An object whose state travels with the checkpoint: Trainer::register_for_checkpointing wraps
@@ -127,8 +129,10 @@ int stop_signal() noexcept;
 ///   Trainer trainer(std::make_shared<SingleProcess>(), module, args);
 ///   TrainResult result = trainer.train();
 ///
-/// The checkpoint's states share memory with the live model (ckpt::module_state): a checkpointer
-/// that keeps them in memory must copy the tensors.
+/// The checkpoint's states share memory with the live model and optimizers (ckpt::module_state,
+/// ckpt::optimizer_state with StateTensors::shared): a checkpointer that keeps them in memory must
+/// copy the tensors, and one that reads them after save() returns must do so before the next
+/// optimizer step (wait_staged()).
 ///
 /// Thread safety: one thread at a time.
 class Trainer {
@@ -178,8 +182,8 @@ class Trainer {
   ckpt::StateDict hyperparameters() const;
 
   /// `{last_epoch, optimizers: [...], schedulers: [...]}`, the optimizers' states in Python's
-  /// layout (ckpt::optimizer_state) and the schedulers' get_state, each a nested dict. Side-effect
-  /// free.
+  /// layout (ckpt::optimizer_state, sharing the optimizers' buffers) and the schedulers'
+  /// get_state, each a nested dict. Side-effect free.
   ckpt::StateDict get_state() const;
 
   /// Restores get_state's output; empty is a no-op. With `reset_optimizers_schedulers`, only

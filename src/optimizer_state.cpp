@@ -20,9 +20,7 @@ namespace {
 using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamState;
 
-std::string param_key(const at::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
-}
+std::string param_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
 at::Tensor step_tensor(int64_t step) {
   return at::scalar_tensor(static_cast<double>(step), at::kFloat);
@@ -55,7 +53,8 @@ bool boolean(const c10::IValue& v, const std::string& key) {
 
 int64_t step_count(const c10::IValue& v, const std::string& key) {
   const double d = number(v, key);
-  if (d < 0 || d != std::floor(d)) bad(key, "must be a non-negative whole number, got " + c10::str(d));
+  if (d < 0 || d != std::floor(d))
+    bad(key, "must be a non-negative whole number, got " + c10::str(d));
   return static_cast<int64_t>(d);
 }
 
@@ -67,7 +66,8 @@ at::Tensor tensor_like(const c10::impl::GenericDict& dict, const std::string& pr
     if (required) bad(prefix + name, "is missing");
     return {};
   }
-  if (!it->value().isTensor()) bad(prefix + name, std::string("must be a tensor, got ") + it->value().tagKind());
+  if (!it->value().isTensor())
+    bad(prefix + name, std::string("must be a tensor, got ") + it->value().tagKind());
   at::Tensor t = it->value().toTensor();
   if (t.sizes() != param.sizes()) {
     bad(prefix + name, "has shape " + c10::str(t.sizes()) + " but the parameter has shape " +
@@ -86,6 +86,7 @@ struct Layout {
   virtual std::unique_ptr<OptimizerOptions> read_group(const OptimizerOptions& current,
                                                        const c10::impl::GenericDict& g,
                                                        const std::string& prefix) const = 0;
+  // The buffers themselves, not copies: optimizer_state() copies them unless asked to share.
   virtual c10::impl::GenericDict write_state(const OptimizerParamState& s) const = 0;
   virtual std::unique_ptr<OptimizerParamState> read_state(const c10::impl::GenericDict& s,
                                                           const std::string& prefix,
@@ -146,9 +147,9 @@ struct AdamLike : Layout {
     const auto& s = static_cast<const State&>(base);
     auto d = new_dict();
     d.insert("step", step_tensor(s.step()));
-    d.insert("exp_avg", s.exp_avg().clone());
-    d.insert("exp_avg_sq", s.exp_avg_sq().clone());
-    if (s.max_exp_avg_sq().defined()) d.insert("max_exp_avg_sq", s.max_exp_avg_sq().clone());
+    d.insert("exp_avg", s.exp_avg());
+    d.insert("exp_avg_sq", s.exp_avg_sq());
+    if (s.max_exp_avg_sq().defined()) d.insert("max_exp_avg_sq", s.max_exp_avg_sq());
     return d;
   }
   std::unique_ptr<OptimizerParamState> read_state(const c10::impl::GenericDict& d,
@@ -193,7 +194,7 @@ struct SgdLayout : Layout {
     const auto& s = static_cast<const State&>(base);
     auto d = new_dict();
     d.insert("momentum_buffer",
-             s.momentum_buffer().defined() ? c10::IValue(s.momentum_buffer().clone()) : c10::IValue());
+             s.momentum_buffer().defined() ? c10::IValue(s.momentum_buffer()) : c10::IValue());
     return d;
   }
   std::unique_ptr<OptimizerParamState> read_state(const c10::impl::GenericDict& d,
@@ -238,9 +239,9 @@ struct RmspropLayout : Layout {
     const auto& s = static_cast<const State&>(base);
     auto d = new_dict();
     d.insert("step", s.step());  // Python 1.13's RMSprop keeps a plain int
-    d.insert("square_avg", s.square_avg().clone());
-    if (s.momentum_buffer().defined()) d.insert("momentum_buffer", s.momentum_buffer().clone());
-    if (s.grad_avg().defined()) d.insert("grad_avg", s.grad_avg().clone());
+    d.insert("square_avg", s.square_avg());
+    if (s.momentum_buffer().defined()) d.insert("momentum_buffer", s.momentum_buffer());
+    if (s.grad_avg().defined()) d.insert("grad_avg", s.grad_avg());
     return d;
   }
   std::unique_ptr<OptimizerParamState> read_state(const c10::impl::GenericDict& d,
@@ -285,7 +286,7 @@ struct AdagradLayout : Layout {
     const auto& s = static_cast<const State&>(base);
     auto d = new_dict();
     d.insert("step", step_tensor(s.step()));
-    d.insert("sum", s.sum().clone());
+    d.insert("sum", s.sum());
     return d;
   }
   std::unique_ptr<OptimizerParamState> read_state(const c10::impl::GenericDict& d,
@@ -316,7 +317,7 @@ const Layout& layout_of(const torch::optim::Optimizer& optimizer) {
 
 }  // namespace
 
-StateDict optimizer_state(const torch::optim::Optimizer& optimizer) {
+StateDict optimizer_state(const torch::optim::Optimizer& optimizer, StateTensors tensors) {
   const Layout& layout = layout_of(optimizer);
   c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
   c10::impl::GenericList groups(c10::AnyType::get());
@@ -327,7 +328,17 @@ StateDict optimizer_state(const torch::optim::Optimizer& optimizer) {
     c10::impl::GenericList ids(c10::AnyType::get());
     for (const auto& p : group.params()) {
       auto it = optimizer.state().find(param_key(p));
-      if (it != optimizer.state().end()) state.insert(index, layout.write_state(*it->second));
+      if (it != optimizer.state().end()) {
+        auto d = layout.write_state(*it->second);
+        if (tensors == StateTensors::copies) {
+          std::vector<c10::IValue> buffers;
+          for (const auto& entry : d) {
+            if (entry.value().isTensor()) buffers.push_back(entry.key());
+          }
+          for (const auto& key : buffers) d.insert_or_assign(key, d.at(key).toTensor().clone());
+        }
+        state.insert(index, d);
+      }
       ids.push_back(index++);
     }
     g.insert("params", ids);
@@ -357,7 +368,8 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& s
   std::vector<std::size_t> group_of;
   for (std::size_t i = 0; i < groups.size(); ++i) {
     const std::string prefix = "param_groups." + std::to_string(i) + ".";
-    if (!saved_groups[i].isGenericDict()) bad(prefix.substr(0, prefix.size() - 1), "must be a dict");
+    if (!saved_groups[i].isGenericDict())
+      bad(prefix.substr(0, prefix.size() - 1), "must be a dict");
     auto g = saved_groups[i].toGenericDict();
     const c10::IValue& ids = field(g, prefix, "params");
     if (!ids.isList()) bad(prefix + "params", "must be a list");

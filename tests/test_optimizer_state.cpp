@@ -34,10 +34,18 @@ std::vector<torch::optim::OptimizerParamGroup> groups(Net& net) {
 std::vector<std::pair<std::string, OptimizerFactory>> factories() {
   using namespace torch::optim;
   return {
-      {"sgd", [](Net& n) { return std::make_unique<SGD>(groups(n), SGDOptions(0.05).momentum(0.9).nesterov(true)); }},
-      {"adam", [](Net& n) { return std::make_unique<Adam>(groups(n), AdamOptions(0.01).amsgrad(true)); }},
+      {"sgd",
+       [](Net& n) {
+         return std::make_unique<SGD>(groups(n), SGDOptions(0.05).momentum(0.9).nesterov(true));
+       }},
+      {"adam",
+       [](Net& n) { return std::make_unique<Adam>(groups(n), AdamOptions(0.01).amsgrad(true)); }},
       {"adamw", [](Net& n) { return std::make_unique<AdamW>(groups(n), AdamWOptions(0.01)); }},
-      {"rmsprop", [](Net& n) { return std::make_unique<RMSprop>(groups(n), RMSpropOptions(0.01).momentum(0.5).centered(true)); }},
+      {"rmsprop",
+       [](Net& n) {
+         return std::make_unique<RMSprop>(groups(n),
+                                          RMSpropOptions(0.01).momentum(0.5).centered(true));
+       }},
       {"adagrad", [](Net& n) { return std::make_unique<Adagrad>(groups(n), AdagradOptions(0.1)); }},
   };
 }
@@ -155,6 +163,47 @@ BOOST_AUTO_TEST_CASE(hyperparameters_are_restored) {
       static_cast<const torch::optim::SGDOptions&>(target.param_groups()[1].options());
   BOOST_TEST(options.lr() == 0.5);
   BOOST_TEST(options.momentum() == 0.3);
+}
+
+// Copies by default (the state survives the next step); shared, the optimizer's own buffers, as
+// Python's state_dict() returns them, in the same layout and with the same values.
+BOOST_AUTO_TEST_CASE(state_tensors_are_copies_unless_shared) {
+  for (const auto& [name, make] : factories()) {
+    BOOST_TEST_CONTEXT(name) {
+      Net net;
+      auto optimizer = make(net);
+      train(net, *optimizer, 0, 2);
+      const ckpt::StateDict copies = ckpt::optimizer_state(*optimizer);
+      const ckpt::StateDict shared = ckpt::optimizer_state(*optimizer, ckpt::StateTensors::shared);
+      BOOST_CHECK(shared == copies);
+      const auto buffers = [](const ckpt::StateDict& state) {
+        std::vector<at::Tensor> tensors;
+        for (const auto& entry : state.at("state").toGenericDict()) {
+          for (const auto& field : entry.value().toGenericDict()) {
+            if (field.key().toStringRef() != "step") tensors.push_back(field.value().toTensor());
+          }
+        }
+        return tensors;
+      };
+      const auto c = buffers(copies);
+      const auto s = buffers(shared);
+      BOOST_REQUIRE(!c.empty());
+      BOOST_REQUIRE_EQUAL(c.size(), s.size());
+      train(net, *optimizer, 2, 1);  // changes every buffer in place
+      // The shared buffers are the live ones, the copies the state as it was ("step" is a count
+      // taken at the time either way).
+      const auto after = buffers(ckpt::optimizer_state(*optimizer));
+      bool any_changed = false;
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        BOOST_CHECK(torch::equal(s[i], after[i]));
+        any_changed = any_changed || !torch::equal(c[i], after[i]);
+      }
+      BOOST_CHECK(any_changed);
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        BOOST_CHECK(!c[i].is_alias_of(s[i]));
+      }
+    }
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -19,9 +19,14 @@ namespace ckpt {
 /// has not touched yet has no entry in "state". Supported: torch::optim::SGD, Adam, AdamW,
 /// RMSprop and Adagrad (the per-group hyperparameters Python's 1.13 optimizers carry that LibTorch
 /// lacks, such as `maximize` or `foreach`, are written with Python's defaults). Python's
-/// `torch.optim.<Same>(params).load_state_dict()` accepts the result. State tensors are copies.
-/// Throws CheckpointError for another optimizer type.
-StateDict optimizer_state(const torch::optim::Optimizer& optimizer);
+/// `torch.optim.<Same>(params).load_state_dict()` accepts the result. State tensors are copies,
+/// or with StateTensors::shared the optimizer's buffers themselves, as Python's `state_dict()`
+/// returns them: no copy of a state that is about to be written (and copied only if the
+/// checkpointer stages it), but they change with the next optimizer step. Throws CheckpointError
+/// for another optimizer type.
+enum class StateTensors { copies, shared };
+StateDict optimizer_state(const torch::optim::Optimizer& optimizer,
+                          StateTensors tensors = StateTensors::copies);
 
 /// Restores state produced by optimizer_state, or by Python's `state_dict()` for the same
 /// optimizer type, into `optimizer`, whose parameters must already be in place (same groups, same
