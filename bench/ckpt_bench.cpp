@@ -3,6 +3,7 @@
 //
 //   build/bench/ckpt_bench                      # 64 MB and 512 MB, 5 runs each (a few minutes)
 //   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
+//   build/bench/ckpt_bench --only-staging --staging-size 256 --trainer-reps 3   # issue 16's rows
 //
 // Every mode runs in its own child process (this executable re-invoked with --child), so that its
 // peak resident memory (getrusage of the child) is its own. Rows are medians over --reps runs.
@@ -48,6 +49,12 @@ double seconds_since(Clock::time_point start) {
 
 constexpr double kMB = 1024.0 * 1024.0;
 
+// The simulated compute between a save and wait_staged() in a child (--compute).
+double& compute_seconds() {
+  static double seconds = 1.0;
+  return seconds;
+}
+
 [[noreturn]] void die(const std::string& message) {
   std::cerr << "ckpt_bench: error: " << message << std::endl;
   std::exit(2);
@@ -61,6 +68,16 @@ struct Options {
   std::vector<int64_t> file_counts{1000, 10000, 100000};
   bool cold = false;
   bool skip_python = false;
+  // Blocked time of async saves with the copy staged in the background, paired with sync saves.
+  int64_t staging_size_mb = 256;
+  int staging_reps = 7;
+  double compute_seconds = 1.0;
+  // The sample trainer with a ~256 MB checkpoint every epoch: off / sync / async, and two ranks.
+  int trainer_reps = 3;
+  int64_t trainer_hidden = 4600;
+  int trainer_epochs = 2;
+  int64_t trainer_examples = 300;
+  bool only_staging = false;
 };
 
 std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
@@ -90,7 +107,16 @@ void usage() {
          "  --files N,N         directory sizes for get_latest_file, default 1000,10000,100000 "
          "(empty: skip)\n"
          "  --cold              evict each file from the page cache before loading it\n"
-         "  --no-python         skip the Python rows\n";
+         "  --no-python         skip the Python rows\n"
+         "  --staging-size MB   state of the staging rows (async blocked time), default 256\n"
+         "  --staging-reps N    paired runs of the staging rows, default 7 (0: skip)\n"
+         "  --compute S         simulated compute between a save and wait_staged(), default 1.0\n"
+         "  --trainer-reps N    paired runs of the sample trainer rows, default 3 (0: skip)\n"
+         "  --hidden N          the sample trainer's hidden widths for those rows, default 4600\n"
+         "  --epochs N          the sample trainer's epochs for those rows, default 2\n"
+         "  --examples N        the first N digits only, so that an epoch takes seconds, not\n"
+         "                      minutes, at that width; default 300 (0: all 1797)\n"
+         "  --only-staging      run only the staging and sample trainer rows\n";
 }
 
 // ---------------------------------------------------------------- the state
@@ -307,6 +333,30 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     print_result("ckpt_async_durable", durable);
     print_result("ckpt_async_first", first);
     return 0;
+  } else if (mode == "staged_idle" || mode == "staged_compute") {
+    // Async with the copy staged in the background. One warm-up save allocates the staging
+    // memory; the measured one reuses it, as every save after a run's first does. Blocked time is
+    // what the trainer waits: save() plus wait_staged(), with or without compute in between.
+    auto args = checkpointer_args(dir / "staged", true);
+    args.stage_in_background = true;
+    ckpt::DefaultCheckpointer checkpointer(args);
+    checkpointer.save(checkpoint, 0);
+    checkpointer.wait();
+    const auto a = torch::randn({512, 512});
+    double blocked = 0;
+    auto start = Clock::now();
+    checkpointer.save(checkpoint, 1);
+    blocked += seconds_since(start);
+    if (mode == "staged_compute") {
+      const auto compute_start = Clock::now();
+      while (seconds_since(compute_start) < compute_seconds()) torch::mm(a, a);  // the passes
+    }
+    start = Clock::now();
+    checkpointer.wait_staged();
+    blocked += seconds_since(start);
+    checkpointer.wait();
+    times.push_back(blocked);
+    fs::remove_all(dir / "staged");
   } else if (mode == "state_bytes") {
     times.push_back(static_cast<double>(tensor_bytes(tensors)));
     times.push_back(static_cast<double>(tensors.size()));
@@ -389,36 +439,37 @@ struct Row {
 void print_table(int64_t size_mb, uint64_t bytes, int64_t tensor_count, int reps, bool cold,
                  const std::vector<Row>& rows, const std::map<std::string, double>& t) {
   const double mb = bytes / kMB;
-  std::printf("\n### %lld MB state: %.1f MB in %lld tensors (module + Adam), median of %d runs%s\n\n",
-              static_cast<long long>(size_mb), mb, static_cast<long long>(tensor_count), reps,
-              cold ? ", loads from a cold page cache" : "");
+  std::printf(
+      "\n### %lld MB state: %.1f MB in %lld tensors (module + Adam), median of %d runs%s\n\n",
+      static_cast<long long>(size_mb), mb, static_cast<long long>(tensor_count), reps,
+      cold ? ", loads from a cold page cache" : "");
   std::printf("| %-38s | %9s | %8s | %7s | %9s |\n", "mode", "time", "MB/s", "vs ref", "peak RSS");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(40, '-').c_str(), std::string(10, '-').c_str(),
               std::string(9, '-').c_str(), std::string(8, '-').c_str(),
               std::string(10, '-').c_str());
   for (const auto& row : rows) {
     if (row.name.empty()) continue;
-    const bool load = row.name.find("load") != std::string::npos ||
-                      row.name.find("read") != std::string::npos;
+    const bool load =
+        row.name.find("load") != std::string::npos || row.name.find("read") != std::string::npos;
     const double ref = load ? t.at("read") : t.at("plain_write");
     std::printf("| %-38s | %7.3f s | %8.0f | %6.2fx | %6.0f MB |\n", row.name.c_str(), row.seconds,
                 mb / row.seconds, ref / row.seconds, row.peak_rss_mb);
   }
-  std::printf("\n(vs ref: throughput relative to the plain write+fsync row for saves, to the plain "
-              "read row for loads.)\n\nTargets:\n");
+  std::printf(
+      "\n(vs ref: throughput relative to the plain write+fsync row for saves, to the plain "
+      "read row for loads.)\n\nTargets:\n");
   auto check = [](const char* what, double value, double target, bool at_least) {
     const bool met = at_least ? value >= target : value <= target;
-    std::printf("- %-62s %6.2f%s (target %s %.2f%s): %s\n", what, value,
-                at_least ? "x" : "", at_least ? ">=" : "<=", target, at_least ? "x" : "",
-                met ? "met" : "NOT MET");
+    std::printf("- %-62s %6.2f%s (target %s %.2f%s): %s\n", what, value, at_least ? "x" : "",
+                at_least ? ">=" : "<=", target, at_least ? "x" : "", met ? "met" : "NOT MET");
   };
   check("ckpt durable save throughput / plain write+fsync", t.at("plain_write") / t.at("ckpt_save"),
         0.9, true);
   check("torch::save+fsync time / ckpt save time", t.at("torch_save") / t.at("ckpt_save"), 1.3,
         true);
   if (t.count("py_save")) {
-    check("Python torch.save+fsync time / ckpt save time", t.at("py_save") / t.at("ckpt_save"),
-          1.3, true);
+    check("Python torch.save+fsync time / ckpt save time", t.at("py_save") / t.at("ckpt_save"), 1.3,
+          true);
   }
   if (t.count("py_load")) {
     check("Python torch.load time / ckpt load (verified) time", t.at("py_load") / t.at("ckpt_load"),
@@ -502,9 +553,10 @@ void bench_size(const Options& options, int64_t size_mb) {
       blocked.push_back(first[i]);
       durable.push_back(first[i + 1]);
     }
-    std::printf("\n(async rows: the second save of a checkpointer, which reuses the staging memory; "
-                "the first, which allocates it, blocked %.3f s and was durable after %.3f s)\n",
-                median(blocked), median(durable));
+    std::printf(
+        "\n(async rows: the second save of a checkpointer, which reuses the staging memory; "
+        "the first, which allocates it, blocked %.3f s and was durable after %.3f s)\n",
+        median(blocked), median(durable));
   }
   std::fflush(stdout);
   fs::remove_all(dir);
@@ -543,11 +595,233 @@ void bench_latest(const Options& options) {
     std::fflush(stdout);
     fs::remove_all(dir);
   }
-  std::printf("\n(vs 1st: time per file relative to the smallest directory; linear growth keeps "
-              "it near 1.)\n");
+  std::printf(
+      "\n(vs 1st: time per file relative to the smallest directory; linear growth keeps "
+      "it near 1.)\n");
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- paired rows
+
+// One ratio per run (a mode's value over its reference's, measured next to each other in the same
+// run), summarised as the median with the smallest and largest.
+struct Paired {
+  std::vector<double> values, ratios;
+};
+
+std::string summary(const std::vector<double>& ratios) {
+  if (ratios.empty()) return "-";
+  const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
+  char text[96];
+  std::snprintf(text, sizeof text, "%.3fx [%.3f-%.3f]", median(ratios), *lo, *hi);
+  return text;
+}
+
+// The order of `modes` in run `run`: rotated, so that no mode always runs first or after another.
+std::vector<std::string> rotated(const std::vector<std::string>& modes, int run) {
+  std::vector<std::string> order;
+  for (std::size_t i = 0; i < modes.size(); ++i) order.push_back(modes[(i + run) % modes.size()]);
+  return order;
+}
+
+void check_target(const char* what, double value, double target, bool at_least) {
+  const bool met = at_least ? value >= target : value <= target;
+  std::printf("- %-66s %7.3f (target %s %.3f): %s\n", what, value, at_least ? ">=" : "<=", target,
+              met ? "met" : "NOT MET");
+}
+
+// Issue 16: the time an async save blocks the trainer, copy staged in the background or not, with
+// and without compute to overlap it, each paired with a synchronous durable save of the same state
+// in the same run; "sync again" is the A/A row that shows the noise floor.
+void bench_staging(const Options& options) {
+  const int64_t size_mb = options.staging_size_mb;
+  const fs::path dir = options.dir / ("staging_" + std::to_string(size_mb));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string exe = self_exe();
+  char compute[32];
+  std::snprintf(compute, sizeof compute, "%g", options.compute_seconds);
+  auto child = [&](const std::string& mode) {
+    const auto r = spawn({exe, "--child", mode, "--size", std::to_string(size_mb), "--reps", "1",
+                          "--dir", dir.string(), "--compute", compute});
+    const std::string key = mode == "ckpt_async" ? "ckpt_async_blocked" : mode;
+    return r.results.at(key).at(0);
+  };
+  const std::vector<std::string> modes{"sync", "sync again", "ckpt_async", "staged_idle",
+                                       "staged_compute"};
+  std::map<std::string, Paired> rows;
+  for (int run = 0; run < options.staging_reps; ++run) {
+    std::fprintf(stderr, "staging run %d/%d:", run + 1, options.staging_reps);
+    std::map<std::string, double> v;
+    for (const auto& mode : rotated(modes, run)) {
+      std::fprintf(stderr, " %s", mode.c_str());
+      v[mode] = child(mode.rfind("sync", 0) == 0 ? "ckpt_save" : mode);
+    }
+    std::fprintf(stderr, "\n");
+    for (const auto& mode : modes) {
+      rows[mode].values.push_back(v[mode]);
+      rows[mode].ratios.push_back(v[mode] / v["sync"]);
+    }
+    rows["idle vs copy in save"].ratios.push_back(v["staged_idle"] / v["ckpt_async"]);
+  }
+  std::printf(
+      "\n### Blocked time of a save, %lld MB state (module + Adam), %d paired runs, "
+      "rotated order\n\n",
+      static_cast<long long>(size_mb), options.staging_reps);
+  std::printf("| %-58s | %9s | %-26s |\n", "mode (time the trainer waits per save)", "median",
+              "/ sync save, same run");
+  std::printf("|%s|%s|%s|\n", std::string(60, '-').c_str(), std::string(11, '-').c_str(),
+              std::string(28, '-').c_str());
+  const std::pair<const char*, std::string> labels[] = {
+      {"sync", "sync durable save (reference)"},
+      {"sync again", "sync durable save again (A/A: the noise floor)"},
+      {"ckpt_async", "async, copy in save(): save()"},
+      {"staged_idle", "async, staged in background, no compute: save()+wait_staged()"},
+      {"staged_compute", "async, staged in background, " + std::string(compute) +
+                             " s compute: save()+wait_staged()"}};
+  for (const auto& [key, label] : labels) {
+    std::printf("| %-58s | %7.4f s | %-26s |\n", label.c_str(), median(rows[key].values),
+                summary(rows[key].ratios).c_str());
+  }
+  std::printf("\nTargets (medians of the paired ratios):\n");
+  check_target("staged, compute between saves: blocked / sync durable save",
+               median(rows["staged_compute"].ratios), 0.02, false);
+  check_target("staged, no compute: blocked / copy-in-save async blocked (no worse)",
+               median(rows["idle vs copy in save"].ratios), 1.10, false);
+  std::printf("  (that last ratio per run: %s)\n",
+              summary(rows["idle vs copy in save"].ratios).c_str());
+  std::fflush(stdout);
+  fs::remove_all(dir);
+}
+
+// What the sample trainer logs at the end (rank 0's with two ranks): seconds of train(), seconds
+// blocked in checkpointing, and of those the final wait for the last save's durability.
+struct TrainerRun {
+  double total = 0, blocked = 0, final_wait = 0;
+};
+
+TrainerRun run_trainer(const fs::path& dir, const std::vector<std::string>& args) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string command =
+      "cd '" + dir.string() + "' && '" + std::string(CKPT_BENCH_SAMPLE_TRAINER) + "'";
+  for (const auto& a : args) command += " '" + a + "'";
+  command += " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) die("cannot run " + command);
+  std::string output;
+  char buffer[4096];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  if (status != 0) die("sample trainer failed: " + command + "\n" + output);
+  std::istringstream lines(output);
+  std::string line;
+  const std::string marker = "checkpointing blocked training for ";
+  while (std::getline(lines, line)) {
+    const auto at = line.find(marker);
+    if (at == std::string::npos) continue;
+    if (line.find("rank ") != std::string::npos && line.find("rank 0]") == std::string::npos) {
+      continue;
+    }
+    TrainerRun run;
+    if (std::sscanf(line.c_str() + at + marker.size(), "%lfs of %lfs (%*f%%), %lfs", &run.blocked,
+                    &run.total, &run.final_wait) == 3) {
+      fs::remove_all(dir);
+      return run;
+    }
+  }
+  die("no '" + marker + "' line from: " + command + "\n" + output);
+}
+
+// Issue 16: the sample trainer with a checkpoint of ~256 MB (--hidden 4600: 21 M parameters with
+// Adam's two moments) every epoch. Total time with checkpointing off, sync and async (staged in
+// the background), and two ranks' blocked time per save, sync vs async; each run rotates the
+// order, and every ratio is taken within one run.
+void bench_trainer(const Options& options) {
+  const std::string hidden = std::to_string(options.trainer_hidden);
+  const std::string epochs = std::to_string(options.trainer_epochs);
+  // At width 4600 one thread trains about 17 examples a second here: a subset of the digits keeps
+  // an epoch to seconds, and a checkpoint every epoch then weighs more, not less, on the total.
+  std::string data = CKPT_BENCH_DIGITS;
+  if (options.trainer_examples > 0) {
+    fs::create_directories(options.dir);
+    data = (options.dir / ("digits_" + std::to_string(options.trainer_examples) + ".csv")).string();
+    const std::string command = "zcat '" + std::string(CKPT_BENCH_DIGITS) + "' | head -n " +
+                                std::to_string(options.trainer_examples) + " > '" + data + "'";
+    if (std::system(command.c_str()) != 0) die("cannot write " + data);
+  }
+  // clang-format off
+  const std::vector<std::string> common{
+      "--data", data, "--trainer.epochs", epochs, "--model.hidden1", hidden,
+      "--model.hidden2", hidden, "--chkp.save_dir", "ck", "--chkp.model_state_save_dir", ""};
+  // clang-format on
+  const std::vector<std::string> async{"--chkp.async", "true", "--chkp.stage_in_background",
+                                       "true"};
+  auto with = [&](std::vector<std::string> a, const std::vector<std::string>& more) {
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  };
+  const std::map<std::string, std::vector<std::string>> commands{
+      {"off", with(common, {"--chkp.checkpoint", "false"})},
+      {"off again", with(common, {"--chkp.checkpoint", "false"})},
+      {"sync", common},
+      {"async", with(common, async)},
+      {"2 ranks sync", with(common, {"--dist.nproc", "2"})},
+      {"2 ranks async", with(with(common, async), {"--dist.nproc", "2"})}};
+  const std::vector<std::string> modes{"off",   "off again",    "sync",
+                                       "async", "2 ranks sync", "2 ranks async"};
+  std::map<std::string, Paired> total, blocked, final_wait;
+  std::vector<double> dp_ratios;
+  for (int run = 0; run < options.trainer_reps; ++run) {
+    std::fprintf(stderr, "sample trainer run %d/%d:", run + 1, options.trainer_reps);
+    std::map<std::string, TrainerRun> v;
+    for (const auto& mode : rotated(modes, run)) {
+      std::fprintf(stderr, " [%s]", mode.c_str());
+      v[mode] = run_trainer(options.dir / "trainer", commands.at(mode));
+    }
+    std::fprintf(stderr, "\n");
+    // Blocked per save: in save() and wait_staged(), without the one final wait at exit.
+    const auto per_save = [&](const std::string& mode) {
+      return (v[mode].blocked - v[mode].final_wait) / options.trainer_epochs;
+    };
+    for (const auto& mode : modes) {
+      total[mode].values.push_back(v[mode].total);
+      total[mode].ratios.push_back(v[mode].total / v["off"].total);
+      blocked[mode].values.push_back(per_save(mode));
+      final_wait[mode].values.push_back(v[mode].final_wait);
+    }
+    dp_ratios.push_back(per_save("2 ranks async") / per_save("2 ranks sync"));
+  }
+  std::printf(
+      "\n### The sample trainer, --model.hidden1/2 %s (a checkpoint every epoch), %s "
+      "epochs of %s digits, %d paired runs, rotated order\n\n",
+      hidden.c_str(), epochs.c_str(),
+      options.trainer_examples > 0 ? std::to_string(options.trainer_examples).c_str() : "all",
+      options.trainer_reps);
+  std::printf("| %-34s | %9s | %-26s | %-16s | %-10s |\n", "mode", "train()", "/ off, same run",
+              "blocked per save", "final wait");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(11, '-').c_str(),
+              std::string(28, '-').c_str(), std::string(18, '-').c_str(),
+              std::string(12, '-').c_str());
+  for (const auto& mode : modes) {
+    std::printf("| %-34s | %7.2f s | %-26s | %14.4f s | %8.3f s |\n",
+                (mode == "off again" ? "off again (A/A: the noise floor)" : mode).c_str(),
+                median(total[mode].values),
+                mode.rfind("2 ranks", 0) == 0 ? "-" : summary(total[mode].ratios).c_str(),
+                median(blocked[mode].values), median(final_wait[mode].values));
+  }
+  std::printf(
+      "\n(blocked per save: time in save() and wait_staged() per epoch's save; final wait: "
+      "the trainer's wait() at the end for the last save to be durable.)\n");
+  std::printf("\nTargets (medians of the paired ratios):\n");
+  check_target("async total time / checkpointing off", median(total["async"].ratios), 1.05, false);
+  check_target("two ranks: async blocked per save / sync blocked per save", median(dp_ratios), 0.10,
+               false);
+  std::printf("  (that last ratio per run: %s)\n", summary(dp_ratios).c_str());
+  std::fflush(stdout);
+}
 
 int main(int argc, char** argv) {
   Options options;
@@ -580,6 +854,24 @@ int main(int argc, char** argv) {
       options.cold = false;
     } else if (arg == "--no-python") {
       options.skip_python = true;
+    } else if (arg == "--staging-size") {
+      options.staging_size_mb = parse_list(value(), arg).at(0);
+    } else if (arg == "--staging-reps") {
+      options.staging_reps = static_cast<int>(parse_list(value(), arg).at(0));
+    } else if (arg == "--compute") {
+      options.compute_seconds = std::stod(value());
+      compute_seconds() = options.compute_seconds;
+    } else if (arg == "--trainer-reps") {
+      options.trainer_reps = static_cast<int>(parse_list(value(), arg).at(0));
+    } else if (arg == "--hidden") {
+      options.trainer_hidden = parse_list(value(), arg).at(0);
+    } else if (arg == "--epochs") {
+      options.trainer_epochs = static_cast<int>(parse_list(value(), arg).at(0));
+      if (options.trainer_epochs < 1) die("--epochs must be >= 1");
+    } else if (arg == "--examples") {
+      options.trainer_examples = parse_list(value(), arg).at(0);
+    } else if (arg == "--only-staging") {
+      options.only_staging = true;
     } else if (arg == "--child") {
       child_mode = value();
     } else if (arg == "--size") {
@@ -601,8 +893,12 @@ int main(int argc, char** argv) {
     fs::create_directories(options.dir);
     std::printf("ckpt_bench: files in %s, %ld CPUs\n", options.dir.c_str(),
                 ::sysconf(_SC_NPROCESSORS_ONLN));
-    for (const int64_t size : options.sizes_mb) bench_size(options, size);
-    bench_latest(options);
+    if (!options.only_staging) {
+      for (const int64_t size : options.sizes_mb) bench_size(options, size);
+      bench_latest(options);
+    }
+    if (options.staging_reps > 0) bench_staging(options);
+    if (options.trainer_reps > 0) bench_trainer(options);
     return 0;
   } catch (const std::exception& e) {
     die(e.what());
