@@ -428,10 +428,12 @@ TrainResult Trainer::train(const ProgressCallback& progress,
       result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
     });
   }
+  // The last checkpoint is durable, or its failure thrown, before the weights are exported: a
+  // failed run exports nothing (and the wait shows as the final wait, not as a save).
+  final_wait();
   blocked(
       [&] { result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_); });
-  // A background save is durable, or its failure thrown, before we report.
-  final_wait();
+  blocked([&] { checkpointer_->wait(); });  // and the weights too, for a checkpointer that defers
   finish();
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,

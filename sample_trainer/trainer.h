@@ -118,9 +118,9 @@ int stop_signal() noexcept;
 /// `update_state` -> module `get_optimizers_schedulers` -> trainer `update_state` -> backend
 /// `init` -> backend `update_state`. train() runs epochs `last_epoch + 1 .. epochs - 1`; after each
 /// it sets `last_epoch` and calls `save(checkpoint, last_epoch)`; at the end it calls
-/// `save(checkpoint, last_epoch, /*force=*/true)` and `save_model(module state, last_epoch)`, then
-/// `wait()`, so that a background save (`--chkp.async`) is durable, or has thrown, before train()
-/// returns. Before every optimizer step the backend calls the checkpointer's `wait_staged()`, so a
+/// `save(checkpoint, last_epoch, /*force=*/true)`, `wait()` (a background save, `--chkp.async`, is
+/// durable, or has thrown, before the weights are exported), `save_model(module state,
+/// last_epoch)` and `wait()` again. Before every optimizer step the backend calls the checkpointer's `wait_staged()`, so a
 /// save that copies the state in the background (`--chkp.stage_in_background`) overlaps the next
 /// forward and backward passes but never the step that changes the parameters. At the end it logs
 /// the share of training time spent waiting for the checkpointer.

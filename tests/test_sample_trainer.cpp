@@ -392,8 +392,8 @@ BOOST_AUTO_TEST_CASE(the_trainer_calls_wait_staged_before_every_optimizer_step) 
   auto checkpointer = std::make_shared<DeferredCopyCheckpointer>();
   Trainer trainer(std::make_shared<SingleProcess>(), make_module(1), quick_args(3), checkpointer);
   const TrainResult result = trainer.train();
-  // Once per step (3 epochs of 23), and once more by the final wait().
-  BOOST_CHECK_EQUAL(checkpointer->wait_staged_calls, 3 * 23 + 1);
+  // Once per step (3 epochs of 23), and once more by each of the two final wait()s.
+  BOOST_CHECK_EQUAL(checkpointer->wait_staged_calls, 3 * 23 + 2);
   BOOST_CHECK_EQUAL(checkpointer->staged, 3);  // each epoch's save, copied at the next step
   BOOST_CHECK_EQUAL(checkpointer->torn, 0);    // nothing saved had changed before the copy
   BOOST_CHECK_GE(result.checkpoint_blocked_seconds, 0.0);
