@@ -1,10 +1,11 @@
 // Files cross between C++ and Python's torch.save / torch.load (Debian's python3-torch).
+#include <ckpt/checkpoint_error.h>
 #include <ckpt/module_state.h>
 #include <ckpt/optimizer_state.h>
 #include <ckpt/serialization.h>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 
@@ -79,8 +80,8 @@ BOOST_AUTO_TEST_CASE(python_torch_load_returns_plain_data) {
                         {"pair", c10::ivalue::Tuple::create({int64_t{1}, 2.5})},
                         {"nested", nested.to_ivalue()}};
   ckpt::save_state_file(state, dir / "cpp.pt");
-  const json d = json::parse(ckpt::test::run_python("interop.py", "describe " +
-                                                                      ckpt::test::quote((dir / "cpp.pt").string())));
+  const json d = json::parse(ckpt::test::run_python(
+      "interop.py", "describe " + ckpt::test::quote((dir / "cpp.pt").string())));
   const auto& items = d.at("dict");
   BOOST_REQUIRE_EQUAL(items.size(), 8u);
   BOOST_TEST(items[0][0]["scalar"] == "w");
@@ -97,9 +98,33 @@ BOOST_AUTO_TEST_CASE(python_torch_load_returns_plain_data) {
   BOOST_TEST(items[7][1]["dict"][1][1]["scalar"] == "run");
 }
 
+BOOST_AUTO_TEST_CASE(a_legacy_format_file_is_refused_by_name_with_the_way_out) {
+  TempDir dir;
+  const std::filesystem::path file = dir / "legacy.pt";
+  ckpt::test::run_python("interop.py", "write_legacy " + ckpt::test::quote(file.string()));
+  BOOST_CHECK_EXCEPTION(ckpt::load_state_file(file), ckpt::CheckpointError,
+                        ckpt::test::message_contains(file.string(), "legacy serialization format",
+                                                     "_use_new_zipfile_serialization=False",
+                                                     "torch.save(torch.load("));
+  BOOST_CHECK_EXCEPTION(ckpt::verify_file(file), ckpt::CheckpointError,
+                        ckpt::test::message_contains("legacy serialization format"));
+}
+
+BOOST_AUTO_TEST_CASE(python_complex_tensors_load_in_cpp) {
+  TempDir dir;
+  const std::filesystem::path file = dir / "dtypes.pt";
+  ckpt::test::run_python("interop.py", "write_dtypes " + ckpt::test::quote(file.string()));
+  const StateDict state = ckpt::load_state_file(file);
+  BOOST_CHECK(state.at("c64").toTensor().scalar_type() == at::kComplexFloat);
+  BOOST_CHECK(state.at("c128").toTensor().scalar_type() == at::kComplexDouble);
+  BOOST_CHECK(torch::equal(state.at("c64").toTensor(),
+                           torch::tensor({c10::complex<float>(1, 2), c10::complex<float>(3, -4)})));
+}
+
 BOOST_AUTO_TEST_CASE(python_model_state_dict_loads_in_cpp) {
   TempDir dir;
-  ckpt::test::run_python("interop.py", "write_state_dict " + ckpt::test::quote((dir / "py.pt").string()));
+  ckpt::test::run_python("interop.py",
+                         "write_state_dict " + ckpt::test::quote((dir / "py.pt").string()));
   const StateDict state = ckpt::load_state_file(dir / "py.pt");
   torch::nn::Sequential model(torch::nn::Linear(3, 4), torch::nn::ReLU(), torch::nn::Linear(4, 2),
                               torch::nn::BatchNorm1d(2));
@@ -135,7 +160,8 @@ BOOST_AUTO_TEST_CASE(pymarlin_checkpoint_with_adam_and_scheduler_resumes_in_cpp)
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.5));
   const auto optimizers = checkpoint.trainer_state.at("optimizers").toListRef();
   ckpt::load_optimizer_state(adam, StateDict::from_ivalue(optimizers[0]));
-  BOOST_TEST(static_cast<torch::optim::AdamOptions&>(adam.param_groups()[0].options()).lr() == 0.01);
+  BOOST_TEST(static_cast<torch::optim::AdamOptions&>(adam.param_groups()[0].options()).lr() ==
+             0.01);
   tiny_step(model, adam);
   tiny_step(model, adam);
   // Python and LibTorch order their float operations differently: equal to float rounding.

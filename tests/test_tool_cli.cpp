@@ -239,6 +239,20 @@ BOOST_AUTO_TEST_CASE(tree_totals_and_json_match_the_file) {
       contains(r.out, "trainer_state/schedulers/0/_last_lr: list (1)\n  [0]: 0.003\n"), r.out);
 }
 
+// Every dtype by Python's name, complex ones included, in a file Python wrote.
+BOOST_AUTO_TEST_CASE(dtypes_have_pythons_names) {
+  TempDir dir;
+  const fs::path file = dir / "dtypes.pt";
+  ckpt::test::run_python("interop.py", "write_dtypes " + quote(file.string()));
+  const RunResult r = tool(dir, {"inspect", file.string()});
+  check_exit(r, 0);
+  for (const char* line :
+       {"c64: complex64 [2] 16 B\n", "c128: complex128 [1] 16 B\n", "f16: float16 [3] 6 B\n"}) {
+    BOOST_CHECK_MESSAGE(contains(r.out, line), "lacks '" << line << "':\n" << r.out);
+  }
+  BOOST_CHECK_MESSAGE(!contains(r.out, "Complex"), r.out);
+}
+
 BOOST_AUTO_TEST_CASE(safetensors_and_errors) {
   TempDir dir;
   const fs::path save = dir / "run";

@@ -200,6 +200,12 @@ std::string dtype_string(const at::Tensor& tensor) {
       return "uint8";
     case at::kBool:
       return "bool";
+    case at::kComplexHalf:
+      return "complex32";
+    case at::kComplexFloat:
+      return "complex64";
+    case at::kComplexDouble:
+      return "complex128";
     default:
       return c10::toString(tensor.scalar_type());
   }

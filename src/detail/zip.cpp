@@ -49,7 +49,8 @@ void put64(std::string& out, uint64_t v) {
 
 uint64_t get(const char* p, int bytes) {
   uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (int i = 0; i < bytes; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -80,7 +81,8 @@ void ZipWriter::emit_data(const void* data, std::size_t size, uint32_t& record_c
     sink_(p + done, n);
     done += n;
   }
-  file_crc_ = static_cast<uint32_t>(::crc32_combine(file_crc_, record_crc, static_cast<z_off_t>(size)));
+  file_crc_ =
+      static_cast<uint32_t>(::crc32_combine(file_crc_, record_crc, static_cast<z_off_t>(size)));
   offset_ += size;
 }
 
@@ -224,9 +226,9 @@ std::shared_ptr<FileBuffer> read_file_buffer(const RandomAccessFile& file,
     ::madvise(buffer->data.get(), capacity, MADV_HUGEPAGE);  // advice only: failure is harmless
   }
   if (!buffer->data) {
-    throw CheckpointError("cannot read " + path + ": out of memory for " +
-                              std::to_string(buffer->size) + " bytes",
-                          path, ENOMEM);
+    throw CheckpointError(
+        "cannot read " + path + ": out of memory for " + std::to_string(buffer->size) + " bytes",
+        path, ENOMEM);
   }
   file.read(0, buffer->size, buffer->data.get());
   return buffer;
@@ -240,6 +242,20 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     : buffer_(std::move(buffer)), source_(std::move(source)) {
   const char* base = buffer_->data.get();
   const uint64_t size = buffer_->size;
+  // PyTorch's legacy format (torch.save before 1.6, or with _use_new_zipfile_serialization=False)
+  // is a pickle stream, not a zip: it starts with protocol 2 and its magic number
+  // 0x1950a86a20f9469cfc6c. Say so, and how to convert it, instead of "not a zip file".
+  static constexpr unsigned char kLegacyStart[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
+                                                   0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  if (size >= sizeof kLegacyStart && std::memcmp(base, kLegacyStart, sizeof kLegacyStart) == 0) {
+    throw CheckpointError(
+        source_ +
+            " is in PyTorch's legacy serialization format (torch.save before PyTorch 1.6, or "
+            "with _use_new_zipfile_serialization=False), which ckpt does not read; re-save it "
+            "in the zip format with Python: torch.save(torch.load(\"" +
+            source_ + "\"), \"" + source_ + "\")",
+        source_);
+  }
   if (size < kEndSize) fail("too short (" + std::to_string(size) + " bytes)");
 
   // The end record: the last signature whose comment reaches exactly the end of the file.
@@ -278,7 +294,8 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     const char* locator = end - kEnd64LocatorSize;
     if (get(locator, 4) != kEnd64LocatorSig) fail("zip64 locator missing");
     const uint64_t end64_pos = get(locator + 8, 8);
-    if (end64_pos > end_pos - kEnd64LocatorSize || end_pos - kEnd64LocatorSize - end64_pos < kEnd64Size) {
+    if (end64_pos > end_pos - kEnd64LocatorSize ||
+        end_pos - kEnd64LocatorSize - end64_pos < kEnd64Size) {
       fail("zip64 end record out of bounds");
     }
     const char* end64 = base + end64_pos;
@@ -288,7 +305,8 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     cd_offset = get(end64 + 48, 8);
     cd_limit = end64_pos;
   }
-  if (cd_offset > cd_limit || cd_size > cd_limit - cd_offset) fail("central directory out of bounds");
+  if (cd_offset > cd_limit || cd_size > cd_limit - cd_offset)
+    fail("central directory out of bounds");
   if (count > cd_size / kCentralHeaderSize) fail("more entries than the central directory holds");
 
   std::unordered_set<std::string> names;
@@ -338,7 +356,8 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     }
     const char* local = base + local_offset;
     if (get(local, 4) != kLocalHeaderSig) fail("record '" + name + "' has a bad local header");
-    const uint64_t data_offset = local_offset + kLocalHeaderSize + get(local + 26, 2) + get(local + 28, 2);
+    const uint64_t data_offset =
+        local_offset + kLocalHeaderSize + get(local + 26, 2) + get(local + 28, 2);
     if (data_offset > cd_offset || uncompressed > cd_offset - data_offset) {
       fail("record '" + name + "' data out of bounds");
     }
@@ -370,14 +389,15 @@ void ZipReader::verify() const {
       // Name the damaged record when its own CRC shows it; otherwise the damage is in metadata.
       for (const auto& entry : entries_) {
         if (crc32(0, data(entry), entry.size) != entry.crc) {
-          throw CheckpointError(source_ + ": checksum mismatch in record '" + entry.name +
-                                    "' (the file is corrupt)",
-                                source_);
+          throw CheckpointError(
+              source_ + ": checksum mismatch in record '" + entry.name + "' (the file is corrupt)",
+              source_);
         }
       }
       char message[96];
-      std::snprintf(message, sizeof message, "whole-file checksum mismatch (expected %08x, got %08x)",
-                    expected_file_crc_, actual);
+      std::snprintf(message, sizeof message,
+                    "whole-file checksum mismatch (expected %08x, got %08x)", expected_file_crc_,
+                    actual);
       throw CheckpointError(source_ + ": " + message + " in zip headers (the file is corrupt)",
                             source_);
     }

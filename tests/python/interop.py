@@ -70,6 +70,13 @@ def main():
         state = model.state_dict()
         assert isinstance(state, collections.OrderedDict) and hasattr(state, "_metadata")
         torch.save(state, path)
+    elif command == "write_legacy":
+        # PyTorch's pre-1.6 format, which ckpt refuses by name.
+        torch.save({"w": torch.arange(4.0)}, path, _use_new_zipfile_serialization=False)
+    elif command == "write_dtypes":
+        torch.save({"c64": torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64),
+                    "c128": torch.tensor([5j], dtype=torch.complex128),
+                    "f16": torch.zeros(3, dtype=torch.float16)}, path)
     elif command == "write_pymarlin":
         # A PyMarlin checkpoint: module state, trainer state with an Adam and a StepLR state dict.
         model = tiny_model()
