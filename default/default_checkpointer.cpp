@@ -68,7 +68,7 @@ struct DefaultCheckpointer::Policies {
 DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
                                          std::shared_ptr<Storage> storage)
     : args_(std::move(args)), storage_(std::move(storage)) {
-  if (!storage_) throw CheckpointError("DefaultCheckpointer needs a storage (got null)");
+  if (!storage_) storage_ = storage_by_location(args_.s3_options());
   args_.validate(*storage_);
   policies_ = std::make_unique<Policies>(args_, *storage_);
   const auto& names = policies_->names;
@@ -80,7 +80,10 @@ DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
     // Leftovers of interrupted saves: never complete, never candidates.
     for (const auto& path : storage_->remove_unfinished_writes(
              dir, [&](const std::string& name) { return names.is_own(name); })) {
-      logger()->info("removed leftover temporary {} of an interrupted save", path.string());
+      logger()->info(
+          "removed leftover temporary {} of an interrupted save (on S3: aborted its "
+          "unfinished upload)",
+          path.string());
     }
     if (!args_.delete_existing_checkpoints) continue;
     for (const auto& file : storage_->list(dir, /*recursive=*/false)) {

@@ -80,6 +80,20 @@ const Option kOptions[] = {
     {"stage_in_background", &Args::stage_in_background,
      "with async: save() returns before copying the state too; the trainer calls wait_staged() "
      "before it next changes a saved tensor (the sample trainer: before each optimizer step)"},
+    {"s3_part_size_mb", &Args::s3_part_size_mb,
+     "S3: MiB per multipart part and per ranged GET (>= 5); a file up to one part is one PUT"},
+    {"s3_concurrency", &Args::s3_concurrency,
+     "S3: parts or ranges of one file in flight at once (a save holds about this many parts)"},
+    {"s3_max_attempts", &Args::s3_max_attempts,
+     "S3: tries per request for transient failures (connection errors, timeouts, 5xx, "
+     "SlowDown), with exponential backoff and jitter"},
+    {"s3_retry_seconds", &Args::s3_retry_seconds,
+     "S3: no retry starts this many seconds after a request's first try"},
+    {"s3_timeout_seconds", &Args::s3_timeout_seconds,
+     "S3: a request moving no byte for this many seconds fails and is retried; also the "
+     "connect timeout"},
+    {"s3_addressing", &Args::s3_addressing,
+     "S3 addressing: path, virtual, or auto (virtual on AWS, path on other endpoints)"},
 };
 
 std::string shortest(double value) {
@@ -160,7 +174,43 @@ void require_directory_or_nothing(Storage& storage, const std::filesystem::path&
 
 }  // namespace
 
+S3Options DefaultCheckpointerArguments::s3_options() const {
+  S3Options options;
+  if (s3_part_size_mb < 5 || s3_part_size_mb > 5 * 1024) {
+    throw CheckpointError("invalid s3_part_size_mb " + std::to_string(s3_part_size_mb) +
+                          ": must be between 5 and 5120 (S3's limits for a part)");
+  }
+  options.part_size = static_cast<uint64_t>(s3_part_size_mb) << 20;
+  if (s3_concurrency < 1 || s3_concurrency > 64) {
+    throw CheckpointError("invalid s3_concurrency " + std::to_string(s3_concurrency) +
+                          ": must be between 1 and 64");
+  }
+  options.concurrency = static_cast<int>(s3_concurrency);
+  if (s3_max_attempts < 1 || s3_max_attempts > 100) {
+    throw CheckpointError("invalid s3_max_attempts " + std::to_string(s3_max_attempts) +
+                          ": must be between 1 and 100 (1: no retries)");
+  }
+  options.max_attempts = static_cast<int>(s3_max_attempts);
+  if (!(s3_retry_seconds >= 0) || !std::isfinite(s3_retry_seconds)) {
+    throw CheckpointError("invalid s3_retry_seconds " + shortest(s3_retry_seconds) +
+                          ": must be a finite number >= 0");
+  }
+  options.retry_seconds = s3_retry_seconds;
+  if (!(s3_timeout_seconds > 0) || !std::isfinite(s3_timeout_seconds)) {
+    throw CheckpointError("invalid s3_timeout_seconds " + shortest(s3_timeout_seconds) +
+                          ": must be a finite number > 0");
+  }
+  options.timeout_seconds = s3_timeout_seconds;
+  if (s3_addressing != "auto" && s3_addressing != "path" && s3_addressing != "virtual") {
+    throw CheckpointError("invalid s3_addressing '" + s3_addressing +
+                          "': expected auto, path or virtual");
+  }
+  options.addressing = s3_addressing;
+  return options;
+}
+
 void DefaultCheckpointerArguments::validate(Storage& storage) const {
+  s3_options();  // throws naming the s3_* field that is out of range
   if (period < 1) {
     throw CheckpointError("invalid period " + std::to_string(period) + ": must be >= 1");
   }

@@ -9,6 +9,7 @@ packages=(
   libboost-filesystem-dev libboost-program-options-dev libboost-test-dev
   libspdlog-dev zlib1g-dev nlohmann-json3-dev libisal-dev
   libgloo-dev strace iproute2
+  libcurl4-openssl-dev libssl-dev libpugixml-dev
   python3-torch
 )
 

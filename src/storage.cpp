@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/local_storage.h>
+#include <ckpt/s3_storage.h>
 
 #include <string>
 
@@ -14,6 +15,11 @@ std::vector<std::filesystem::path> Storage::remove_unfinished_writes(
 
 std::shared_ptr<Storage> Storage::local() {
   static const std::shared_ptr<Storage> instance = std::make_shared<LocalStorage>();
+  return instance;
+}
+
+std::shared_ptr<Storage> Storage::by_location() {
+  static const std::shared_ptr<Storage> instance = storage_by_location();
   return instance;
 }
 

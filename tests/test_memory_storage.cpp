@@ -286,10 +286,16 @@ BOOST_AUTO_TEST_CASE(a_url_is_refused_naming_it) {
   ckpt::DefaultCheckpointerArguments args;
   args.save_dir = "s3://bucket/run";
   args.model_state_save_dir = dir / "models";
-  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError,
-                        message_contains("invalid save_dir s3://bucket/run"));
-  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer{args}, CheckpointError,
-                        message_contains("invalid save_dir s3://bucket/run"));
+  BOOST_CHECK_EXCEPTION(args.validate(storage), CheckpointError,
+                        message_contains("invalid save_dir s3://bucket/run", "not a local path"));
+  BOOST_CHECK_EXCEPTION((ckpt::DefaultCheckpointer{args, ckpt::Storage::local()}),
+                        CheckpointError, message_contains("invalid save_dir s3://bucket/run"));
+  // By default the storage follows the location, and a scheme this build has no storage for is
+  // refused by name just the same.
+  args.save_dir = "gs://bucket/run";
+  const auto names_scheme = message_contains("invalid save_dir gs://bucket/run", "scheme 'gs'");
+  BOOST_CHECK_EXCEPTION(args.validate(), CheckpointError, names_scheme);
+  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer{args}, CheckpointError, names_scheme);
   BOOST_CHECK(fs::is_empty(dir.path()));
   // The same location is a key like any other to a storage that takes it.
   BOOST_CHECK_NO_THROW(args.validate(*std::make_shared<MemoryStorage>()));

@@ -352,9 +352,10 @@ BOOST_AUTO_TEST_CASE(bad_arguments_exit_2_with_one_line_and_touch_nothing) {
       {{"--model.hidden1", "0"}, {"invalid width 0: must be >= 1 (--model.hidden1)"}},
       {{"--chkp.save_dir", (work / "a_file").string()},
        {"invalid save_dir " + (work / "a_file").string() + ": exists and is not a directory"}},
-      // A URL is not a local path: refused by name, no directory named "s3:" appears.
-      {{"--chkp.save_dir", "s3://bucket/run"},
-       {"invalid save_dir s3://bucket/run", "not a local path", "(--chkp.save_dir)"}},
+      // A URL of a scheme without a storage: refused by name, no directory named "gs:" appears.
+      {{"--chkp.save_dir", "gs://bucket/run"},
+       {"invalid save_dir gs://bucket/run", "scheme 'gs'", "does not support",
+        "(--chkp.save_dir)"}},
       {{"--chkp.load_dir", save.string(), "--chkp.load_filename", "model_9.pt"},
        {"invalid load_filename " + (save / "model_9.pt").string() + ": does not exist",
         "(--chkp.load_filename)"}},

@@ -13,6 +13,8 @@
 #include <ckpt/memory_storage.h>
 #include <ckpt/storage.h>
 
+#include "s3_test_util.h"
+
 #include <boost/test/unit_test.hpp>
 
 #include <sys/wait.h>
@@ -32,33 +34,51 @@
 
 namespace ckpt::test {
 
-/// True if CKPT_TEST_STORAGE=memory; unset or empty means the local filesystem. Any other value
-/// is a mistake in the test setup: it throws, failing every test that asks.
-inline bool memory_storage_under_test() {
+/// The storage the storage-independent tests run on, from CKPT_TEST_STORAGE: unset, empty or
+/// "local" (the local filesystem), "memory" or "s3". Any other value is a mistake in the test
+/// setup: it throws, failing every test that asks.
+enum class StorageKind { local, memory, s3 };
+inline StorageKind storage_kind_under_test() {
   const char* env = std::getenv("CKPT_TEST_STORAGE");
   const std::string value = env != nullptr ? env : "";
-  if (value.empty() || value == "local") return false;
-  if (value == "memory") return true;
+  if (value.empty() || value == "local") return StorageKind::local;
+  if (value == "memory") return StorageKind::memory;
+  if (value == "s3") return StorageKind::s3;
   throw std::invalid_argument("CKPT_TEST_STORAGE='" + value +
-                              "' is not a storage the tests know: use 'memory' or leave it unset "
-                              "(the local filesystem)");
+                              "' is not a storage the tests know: use 'memory', 's3' or leave it "
+                              "unset (the local filesystem)");
 }
 
-/// The Storage the storage-independent tests run on: Storage::local(), or with
+/// True unless the tests run on the local filesystem.
+inline bool memory_storage_under_test() { return storage_kind_under_test() != StorageKind::local; }
+
+/// The Storage the storage-independent tests run on: Storage::local(); with
 /// CKPT_TEST_STORAGE=memory one MemoryStorage (without capacity: free space unknown) shared by the
-/// whole process.
+/// whole process; with CKPT_TEST_STORAGE=s3 the S3 fixture's gateway under local-looking names
+/// (LocalPathsOnS3, s3_test_util.h).
 inline std::shared_ptr<Storage> storage_under_test() {
-  if (!memory_storage_under_test()) return Storage::local();
-  static const std::shared_ptr<Storage> memory = std::make_shared<MemoryStorage>();
-  return memory;
+  switch (storage_kind_under_test()) {
+    case StorageKind::local:
+      return Storage::local();
+    case StorageKind::memory: {
+      static const std::shared_ptr<Storage> memory = std::make_shared<MemoryStorage>();
+      return memory;
+    }
+    case StorageKind::s3:
+      break;
+  }
+  static const std::shared_ptr<Storage> s3 = std::make_shared<LocalPathsOnS3>();
+  return s3;
 }
 
 /// A Boost.Test precondition for cases about the local filesystem itself (system-call failures,
 /// tmpfs, permissions, processes that die, other programs reading the files): they are skipped,
-/// with this reason, when the suite runs on MemoryStorage.
+/// with this reason, when the suite runs on MemoryStorage or S3.
 inline boost::test_tools::assertion_result local_only(boost::unit_test::test_unit_id) {
   boost::test_tools::assertion_result result(!memory_storage_under_test());
-  result.message() << "needs the local filesystem (CKPT_TEST_STORAGE=memory)";
+  const char* kind = std::getenv("CKPT_TEST_STORAGE");
+  result.message() << "needs the local filesystem (CKPT_TEST_STORAGE="
+                   << (kind != nullptr ? kind : "") << ")";
   return result;
 }
 
@@ -259,9 +279,9 @@ inline std::string run_python(const std::string& script, const std::string& argu
                               quote(std::string(CKPT_SOURCE_DIR) + "/tests/python/" + script) +
                               " " + arguments;
   CommandResult result = run_command(command);
-  BOOST_REQUIRE_MESSAGE(result.exit_code == 0,
-                        "python failed (" << result.exit_code << "): " << command << "\n"
-                                          << result.output);
+  BOOST_REQUIRE_MESSAGE(result.exit_code == 0, "python failed (" << result.exit_code
+                                                                 << "): " << command << "\n"
+                                                                 << result.output);
   return result.output;
 }
 

@@ -53,7 +53,7 @@ bool parse_arguments(const std::vector<std::string>& args, po::options_descripti
   return true;
 }
 
-Storage& storage() { return *Storage::local(); }
+Storage& storage() { return *Storage::by_location(); }
 
 FileKind kind_of(const fs::path& path) {
   return is_safetensors_file(path, storage()) ? FileKind::kSafetensors : FileKind::kTorchZip;

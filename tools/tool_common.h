@@ -47,7 +47,8 @@ enum class FileKind { kTorchZip, kSafetensors };
 
 FileKind kind_of(const std::filesystem::path& path);
 
-/// The storage every FILE and DIR argument is read and written through (the local filesystem).
+/// The storage every FILE and DIR argument is read and written through: the local filesystem for
+/// paths, S3 for s3:// URLs (configured from the AWS environment; Storage::by_location).
 Storage& storage();
 const char* kind_name(FileKind kind);
 

@@ -39,7 +39,7 @@ namespace ckpt {
 /// untouched. `metadata` is
 /// added to `__metadata__` (ckpt's own keys win). Returns the bytes written.
 uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::path& path,
-                               Storage& storage = *Storage::local(),
+                               Storage& storage = *Storage::by_location(),
                                const std::map<std::string, std::string>& metadata = {});
 
 /// Reads a safetensors file (ckpt's or any conforming writer's) into a StateDict of CPU tensors,
@@ -47,16 +47,16 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
 /// buffer exactly, each the size its dtype and shape imply. A malformed file, an unknown dtype, a
 /// newer `ckpt_format_version` or a `ckpt_crc32` mismatch throws CheckpointError naming `path`.
 StateDict load_safetensors_file(const std::filesystem::path& path,
-                                Storage& storage = *Storage::local());
+                                Storage& storage = *Storage::by_location());
 
 /// The `__metadata__` of a safetensors file (empty if it has none), after the same checks as
 /// load_safetensors_file, without building tensors. Throws where it would.
 std::map<std::string, std::string> verify_safetensors_file(
-    const std::filesystem::path& path, Storage& storage = *Storage::local());
+    const std::filesystem::path& path, Storage& storage = *Storage::by_location());
 
 /// Whether `path` starts like a safetensors file (a plausible header length followed by `{`)
 /// rather than a zip container. False for unreadable or short files.
 bool is_safetensors_file(const std::filesystem::path& path,
-                         Storage& storage = *Storage::local());
+                         Storage& storage = *Storage::by_location());
 
 }  // namespace ckpt

@@ -26,7 +26,7 @@ inline constexpr int64_t kFormatVersion = 1;
 /// CheckpointError (naming `path` and the reason) is thrown, leaving any previous file at `path`
 /// untouched. The parent directory must exist. Returns the bytes written.
 uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path& path,
-                          Storage& storage = *Storage::local());
+                          Storage& storage = *Storage::by_location());
 
 /// If `filename` (a name, not a path) is a temporary of a save_ivalue_file that did not finish
 /// (`.<name>.ckpt-tmp-XXXXXX`, LocalStorage's temporaries), returns `<name>`; otherwise an empty
@@ -42,31 +42,31 @@ std::string temporary_target(const std::string& filename);
 /// one buffer holding the file's bytes (no copy per tensor); the buffer is freed when the last of
 /// them is. Reads go through `storage`.
 c10::IValue load_ivalue_file(const std::filesystem::path& path,
-                             Storage& storage = *Storage::local());
+                             Storage& storage = *Storage::by_location());
 
 /// Checks that `path` is an intact file ckpt can read, without unpickling it: the whole-file
 /// CRC-32 that ckpt writes into every file (or, for files written by Python, every record's zip
 /// CRC-32), the zip structure, the format version and the presence of `data.pkl`. Throws
 /// CheckpointError naming the file and what is wrong (e.g. the damaged record).
-void verify_file(const std::filesystem::path& path, Storage& storage = *Storage::local());
+void verify_file(const std::filesystem::path& path, Storage& storage = *Storage::by_location());
 
 /// True if `path` ends with the checksum comment ckpt writes into every file, i.e. ckpt wrote it
 /// (cheap: one range read of the last bytes; does not verify, see verify_file). False for files written by
 /// Python, for other files and for unreadable ones.
-bool is_ckpt_file(const std::filesystem::path& path, Storage& storage = *Storage::local());
+bool is_ckpt_file(const std::filesystem::path& path, Storage& storage = *Storage::by_location());
 
 /// Writes `contents` to `path` atomically and durably like save_ivalue_file (temporary, fsync,
 /// rename, directory fsync, all through `storage`), for small text files such as the latest
 /// pointer. Throws CheckpointError naming `path`; a previous file at `path` is then untouched.
 void save_text_file(const std::string& contents, const std::filesystem::path& path,
-                    Storage& storage = *Storage::local());
+                    Storage& storage = *Storage::by_location());
 
 /// save_ivalue_file of a dict; Python's `torch.load` returns a plain `dict`.
 uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,
-                         Storage& storage = *Storage::local());
+                         Storage& storage = *Storage::by_location());
 /// load_ivalue_file, requiring a dict with string keys at the top (Python's `OrderedDict` from
 /// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
-StateDict load_state_file(const std::filesystem::path& path, Storage& storage = *Storage::local());
+StateDict load_state_file(const std::filesystem::path& path, Storage& storage = *Storage::by_location());
 
 /// The dict save_checkpoint_file writes for `checkpoint`: PyMarlin's three keys, then
 /// `registered_state`, `hyperparameters` and `ckpt_metadata` for those parts that are not empty.
@@ -79,10 +79,10 @@ Checkpoint checkpoint_from_state(const StateDict& state, const std::string& what
 /// `trainer_backend_state` (PyMarlin's layout; an empty state is written as an empty dict), then
 /// `registered_state`, `hyperparameters` and `ckpt_metadata` for those parts that are not empty.
 uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
-                              Storage& storage = *Storage::local());
+                              Storage& storage = *Storage::by_location());
 /// Reads PyMarlin's layout and ckpt's optional keys. A missing key or a None value gives an empty
 /// state; any other key is an error naming it.
 Checkpoint load_checkpoint_file(const std::filesystem::path& path,
-                                Storage& storage = *Storage::local());
+                                Storage& storage = *Storage::by_location());
 
 }  // namespace ckpt

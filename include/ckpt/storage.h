@@ -58,7 +58,8 @@ class RandomAccessFile {
 /// directory handles, no partial visibility.
 ///
 /// Locations are `std::filesystem::path`s whose strings the storage interprets: a local path for
-/// Storage::local() (which refuses URLs such as `s3://bucket/prefix`), a key for MemoryStorage.
+/// Storage::local() (which refuses URLs such as `s3://bucket/prefix`), a URL for S3Storage, either
+/// for Storage::by_location(), a key for MemoryStorage.
 /// ckpt only joins a directory and a name with `/` and takes the last component, never resolves.
 ///
 ///   struct ReadOnly final : ckpt::StorageWrapper {
@@ -110,6 +111,11 @@ class Storage {
 
   /// The local filesystem (shared instance of LocalStorage).
   static std::shared_ptr<Storage> local();
+  /// The default of every file function and of the checkpointer: the local filesystem for paths,
+  /// S3 (S3Storage with default S3Options, configured from the AWS environment) for `s3://` URLs,
+  /// and an error naming the location for any other scheme. One shared instance
+  /// (ckpt::storage_by_location in ckpt/s3_storage.h makes others).
+  static std::shared_ptr<Storage> by_location();
 };
 
 /// Forwards every call to another Storage; derive from it to change only some calls.

@@ -36,17 +36,17 @@ struct CheckpointName {
 std::filesystem::path get_latest_file(const std::filesystem::path& load_dir,
                                       const std::string& file_prefix = "model",
                                       const std::string& file_ext = "pt",
-                                      Storage& storage = *Storage::local());
+                                      Storage& storage = *Storage::by_location());
 
 /// Every checkpoint under `load_dir` (recursively) whose name is a CheckpointName, newest first:
 /// by place descending, ties by path ascending. get_latest_file is its first element.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& load_dir,
                                                     const std::string& file_prefix = "model",
                                                     const std::string& file_ext = "pt",
-                                                    Storage& storage = *Storage::local());
+                                                    Storage& storage = *Storage::by_location());
 
 /// Creates `path` and its parents if missing. Throws CheckpointError if it exists and is not a
 /// directory, or cannot be created.
-void check_mk_dir(const std::filesystem::path& path, Storage& storage = *Storage::local());
+void check_mk_dir(const std::filesystem::path& path, Storage& storage = *Storage::by_location());
 
 }  // namespace ckpt

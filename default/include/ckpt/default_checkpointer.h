@@ -57,9 +57,11 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// of its own file names), and, with
   /// `delete_existing_checkpoints`, deletes this checkpointer's own files, logging each. Every
   /// read, listing, write and removal goes through `storage` (see ckpt/storage.h: the local
-  /// filesystem, MemoryStorage, or a backend of your own).
+  /// filesystem, MemoryStorage, S3Storage, or a backend of your own). Without one (null), the
+  /// storage follows the locations: local paths on the local filesystem, `s3://` URLs on S3 with
+  /// the `s3_*` options (ckpt::storage_by_location).
   explicit DefaultCheckpointer(DefaultCheckpointerArguments args,
-                               std::shared_ptr<Storage> storage = Storage::local());
+                               std::shared_ptr<Storage> storage = nullptr);
 
   /// Waits for a save in flight. A background failure that was never thrown is logged as an error
   /// on ckpt's logger (a destructor must not throw); call wait() first to handle it.

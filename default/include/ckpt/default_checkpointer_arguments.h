@@ -1,6 +1,7 @@
 #pragma once
 
 #include <ckpt/state_dict.h>
+#include <ckpt/s3_storage.h>
 #include <ckpt/storage.h>
 
 #include <cstdint>
@@ -97,6 +98,27 @@ struct DefaultCheckpointerArguments {
   /// Default: 1.
   double disk_margin_mb = 1;
 
+  /// S3 (locations `s3://bucket/prefix`; see ckpt/s3_storage.h): bytes per multipart part and
+  /// per ranged GET, in MiB (at least 5). Default: 8.
+  int64_t s3_part_size_mb = 8;
+  /// S3: parts or ranges of one file in flight at once; a save's memory is about this many parts.
+  /// Default: 8.
+  int64_t s3_concurrency = 8;
+  /// S3: tries per request for transient failures (connection errors, timeouts, HTTP 5xx,
+  /// SlowDown), with exponential backoff and jitter. Default: 5.
+  int64_t s3_max_attempts = 5;
+  /// S3: no retry starts this many seconds after a request's first try. Default: 60.
+  double s3_retry_seconds = 60;
+  /// S3: a request that moves no byte for this many seconds fails (and is retried); also the
+  /// connect timeout. Default: 30.
+  double s3_timeout_seconds = 30;
+  /// S3 addressing: path, virtual, or auto (virtual on AWS, path on any other endpoint).
+  /// Default: "auto".
+  std::string s3_addressing = "auto";
+
+  /// The S3Options these fields describe.
+  S3Options s3_options() const;
+
   /// Throws CheckpointError naming the field and value if an option is out of range (including
   /// save_top_k without monitor, and mode other than min/max), if
   /// `save_dir` or `model_state_save_dir` is an existing non-directory or a location `storage`
@@ -104,7 +126,7 @@ struct DefaultCheckpointerArguments {
   /// set without `load_dir` or names no existing file (checked here so that a typo is refused
   /// before `delete_existing_checkpoints` deletes anything). Also applies `log_level` to ckpt's
   /// logger.
-  void validate(Storage& storage = *Storage::local()) const;
+  void validate(Storage& storage = *Storage::by_location()) const;
 };
 
 /// Binds every DefaultCheckpointerArguments field to `--<prefix>.<field>`, with help text and

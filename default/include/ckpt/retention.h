@@ -19,6 +19,6 @@ std::vector<std::filesystem::path> retention_victims(
     const std::filesystem::path& dir, int64_t keep_last_n, const std::string& file_prefix = "model",
     const std::string& file_ext = "pt",
     const std::function<bool(const std::filesystem::path&)>& verifies = {},
-    Storage& storage = *Storage::local());
+    Storage& storage = *Storage::by_location());
 
 }  // namespace ckpt

@@ -1,0 +1,504 @@
+// S3Storage and the checkpointer on s3:// locations, against the real Ceph RADOS Gateway that
+// ctest starts (fixture s3, scripts/s3-server.sh), cross-checked with boto3, torch.load and the
+// AWS CLI, with faults from a TCP proxy (tests/python/tcp_proxy.py) between ckpt and the gateway.
+
+#include <ckpt/checkpoint_error.h>
+#include <ckpt/default_checkpointer.h>
+#include <ckpt/s3_storage.h>
+#include <ckpt/safetensors.h>
+#include <ckpt/serialization.h>
+
+#include <torch/torch.h>
+
+#include "test_util.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <chrono>
+#include <future>
+#include <thread>
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using ckpt::CheckpointError;
+using ckpt::S3Options;
+using ckpt::S3Storage;
+using ckpt::test::message_contains;
+using ckpt::test::quote;
+using ckpt::test::run_command;
+using ckpt::test::s3_fixture;
+using ckpt::test::TempDir;
+using ckpt::test::unique_s3_prefix;
+
+namespace {
+
+S3Options small_parts() {
+  S3Options options;
+  options.part_size = 5 << 20;  // S3's smallest
+  options.concurrency = 3;
+  return options;
+}
+
+std::string random_bytes(std::size_t size, unsigned seed) {
+  std::mt19937_64 random(seed);
+  std::string bytes(size, '\0');
+  for (std::size_t i = 0; i + 8 <= size; i += 8) {
+    const uint64_t word = random();
+    std::memcpy(&bytes[i], &word, 8);
+  }
+  return bytes;
+}
+
+void put(ckpt::Storage& storage, const fs::path& path, const std::string& bytes,
+         std::size_t chunk = 1 << 20) {
+  auto file = storage.create(path);
+  for (std::size_t at = 0; at < bytes.size(); at += chunk) {
+    file->append(bytes.data() + at, std::min(chunk, bytes.size() - at));
+  }
+  file->commit();
+}
+
+std::string get(ckpt::Storage& storage, const fs::path& path) {
+  return ckpt::read_small_file(storage, path, std::size_t{1} << 40);
+}
+
+std::string key_of(const std::string& url) {
+  return url.substr(url.find('/', 5) + 1);  // s3://bucket/<key>
+}
+
+std::string boto3(const std::string& arguments) {
+  s3_fixture();
+  return ckpt::test::run_python("s3_cross_check.py", arguments);
+}
+
+std::string trimmed(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+// The keys with multipart uploads in progress under `prefix`, as boto3 sees them.
+std::string uploads_under(const std::string& prefix) {
+  return trimmed(boto3("uploads " + s3_fixture().bucket + " " + quote(key_of(prefix) + "/")));
+}
+
+ckpt::Checkpoint checkpoint_at(int64_t epoch, int64_t width = 16) {
+  ckpt::Checkpoint checkpoint;
+  torch::manual_seed(epoch);
+  checkpoint.module_interface_state.insert_or_assign("fc.weight", torch::randn({width, width}));
+  checkpoint.module_interface_state.insert_or_assign("fc.bias", torch::randn({width}));
+  checkpoint.trainer_state.insert_or_assign("last_epoch", epoch);
+  return checkpoint;
+}
+
+// A process of our own (the fault proxy), stopped by its PID at the end of the test.
+class Proxy {
+ public:
+  Proxy(const std::string& fault, int connections, int after_bytes) {
+    const std::string port = s3_fixture().endpoint.substr(s3_fixture().endpoint.rfind(':') + 1);
+    port_file_ = dir_ / "port";
+    const std::string script = std::string(CKPT_SOURCE_DIR) + "/tests/python/tcp_proxy.py";
+    const std::string python = ckpt::test::python();
+    std::vector<std::string> argv{python,
+                                  script,
+                                  port,
+                                  port_file_.string(),
+                                  "--fault",
+                                  fault,
+                                  "--connections",
+                                  std::to_string(connections),
+                                  "--after",
+                                  std::to_string(after_bytes)};
+    std::vector<char*> raw;
+    for (auto& arg : argv) raw.push_back(arg.data());
+    raw.push_back(nullptr);
+    BOOST_REQUIRE(::posix_spawn(&pid_, raw[0], nullptr, nullptr, raw.data(), environ) == 0);
+    for (int i = 0; i < 200 && !fs::exists(port_file_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    BOOST_REQUIRE_MESSAGE(fs::exists(port_file_), "the fault proxy did not start");
+    endpoint_ = "http://127.0.0.1:" + ckpt::test::read_text(port_file_, *ckpt::Storage::local());
+  }
+  ~Proxy() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  TempDir dir_;
+  fs::path port_file_;
+  pid_t pid_ = -1;
+  std::string endpoint_;
+};
+
+// Sets an environment variable for the scope (S3Storage reads its configuration at construction).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    if (old != nullptr) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(s3_storage)
+
+// A file of one part is one PUT; a larger one is a multipart upload of parts sent in parallel;
+// both read back byte for byte, also by ranges across part boundaries and in parallel.
+BOOST_AUTO_TEST_CASE(single_put_and_multipart_round_trip) {
+  s3_fixture();
+  S3Storage storage(small_parts());
+  const std::string prefix = unique_s3_prefix("roundtrip");
+  const std::string small = random_bytes(100000, 1);
+  const std::string large = random_bytes((23 << 20) + 12345, 2);  // 5 parts, the last short
+  const auto before = storage.counters();
+  put(storage, prefix + "/small.bin", small);
+  BOOST_TEST(storage.counters().requests - before.requests == 1u);  // one PUT, nothing else
+  put(storage, prefix + "/large.bin", large, 3 << 20);
+  // create + 5 parts + complete
+  BOOST_TEST(storage.counters().requests - before.requests == 1u + 7u);
+  BOOST_TEST(get(storage, prefix + "/small.bin") == small);
+  BOOST_TEST(get(storage, prefix + "/large.bin") == large);
+  const auto file = storage.open(prefix + "/large.bin");
+  BOOST_TEST(file->size() == large.size());
+  std::string range(64, '\0');
+  const uint64_t boundary = 5 << 20;
+  file->read(boundary - 32, range.size(), range.data());
+  BOOST_TEST(range == large.substr(boundary - 32, 64));
+  BOOST_CHECK_EXCEPTION(file->read(large.size() - 10, 11, range.data()), CheckpointError,
+                        message_contains(prefix + "/large.bin", "ends at byte"));
+  // What boto3 downloads is what was written.
+  TempDir local;
+  boto3("download " + s3_fixture().bucket + " " + quote(key_of(prefix) + "/large.bin") + " " +
+        quote((local / "large.bin").string()));
+  BOOST_TEST(ckpt::test::read_text(local / "large.bin", *ckpt::Storage::local()) == large);
+  BOOST_TEST(uploads_under(prefix).empty());
+}
+
+// Nothing is visible under a name before commit; a writer dropped uncommitted after some parts
+// went out aborts its upload and leaves nothing, and the object it would have replaced is intact.
+BOOST_AUTO_TEST_CASE(uncommitted_writes_leave_nothing) {
+  S3Storage storage(small_parts());
+  const std::string prefix = unique_s3_prefix("uncommitted");
+  const std::string old_bytes = random_bytes(1000, 3);
+  put(storage, prefix + "/model_1.pt", old_bytes);
+  {
+    auto file = storage.create(prefix + "/model_1.pt");
+    const std::string bytes = random_bytes(12 << 20, 4);
+    file->append(bytes.data(), bytes.size());  // two parts are out
+    BOOST_TEST(uploads_under(prefix) == key_of(prefix) + "/model_1.pt");
+    BOOST_TEST(get(storage, prefix + "/model_1.pt") == old_bytes);
+  }
+  BOOST_TEST(get(storage, prefix + "/model_1.pt") == old_bytes);
+  BOOST_TEST(uploads_under(prefix).empty());
+  BOOST_TEST(storage.counters().uploads_aborted == 1u);
+  {
+    auto file = storage.create(prefix + "/model_2.pt");
+    file->append("abc", 3);
+  }
+  BOOST_TEST(!storage.stat(prefix + "/model_2.pt"));
+}
+
+// ListObjectsV2 pages: more than 1,000 objects are all listed, sorted; a non-recursive listing
+// leaves out what is below a sub-prefix; stat tells files, directories and nothing apart.
+BOOST_AUTO_TEST_CASE(listing_pages_past_1000_objects) {
+  S3Storage storage;
+  const std::string prefix = unique_s3_prefix("many");
+  const int count = 1003;
+  std::vector<std::future<void>> writers;
+  for (int t = 0; t < 8; ++t) {
+    writers.push_back(std::async(std::launch::async, [&, t] {
+      for (int i = t; i < count; i += 8) {
+        char name[32];
+        std::snprintf(name, sizeof name, "/f%05d", i);
+        put(storage, prefix + name, std::to_string(i));
+      }
+    }));
+  }
+  for (auto& writer : writers) writer.get();
+  put(storage, prefix + "/sub/deeper.bin", "x");
+  const auto before = storage.counters().requests;
+  const auto files = storage.list(prefix, /*recursive=*/false);
+  BOOST_TEST(storage.counters().requests - before == 2u);  // two pages
+  BOOST_REQUIRE(files.size() == static_cast<std::size_t>(count));
+  BOOST_TEST(files.front().path == fs::path(prefix + "/f00000"));
+  BOOST_TEST(files.back().path == fs::path(prefix + "/f01002"));
+  BOOST_TEST(files[500].size == 3u);
+  BOOST_TEST(files[500].mtime_ns > 0);
+  BOOST_TEST(storage.list(prefix, /*recursive=*/true).size() ==
+             static_cast<std::size_t>(count + 1));
+  BOOST_TEST(storage.list(prefix + "/", /*recursive=*/false).size() ==
+             static_cast<std::size_t>(count));
+  BOOST_TEST(storage.stat(prefix + "/sub")->is_directory);
+  BOOST_TEST(!storage.stat(prefix + "/f00001")->is_directory);
+  BOOST_TEST(!storage.stat(prefix + "/f0000"));  // a prefix of a key is not a file
+  BOOST_TEST(!storage.stat(prefix + "/nothing"));
+  BOOST_TEST(storage.list(prefix + "/nothing", true).empty());
+  BOOST_CHECK_EXCEPTION(storage.open(prefix + "/nothing"), CheckpointError,
+                        [](const CheckpointError& e) { return e.error_number() == ENOENT; });
+  BOOST_CHECK_EXCEPTION(storage.open(prefix + "/sub"), CheckpointError,
+                        [](const CheckpointError& e) { return e.error_number() == EISDIR; });
+  // The AWS CLI sees the same listing.
+  const auto aws = run_command("/usr/bin/aws --endpoint-url " + s3_fixture().endpoint + " s3 ls " +
+                               quote(prefix + "/") + " | grep -c ' f0'");
+  BOOST_TEST(trimmed(aws.output) == std::to_string(count));
+  storage.remove(prefix + "/f00000");
+  storage.remove(prefix + "/f00000");  // a missing object is not an error
+  BOOST_TEST(!storage.stat(prefix + "/f00000"));
+}
+
+// 4xx errors fail at once, in one line naming the URL, the status and S3's code, with no secret.
+BOOST_AUTO_TEST_CASE(client_errors_fail_at_once_naming_url_status_and_code) {
+  s3_fixture();
+  {
+    S3Storage storage;
+    const std::string missing = "s3://no-such-bucket-ckpt/run";
+    BOOST_CHECK_EXCEPTION(storage.stat(missing), CheckpointError,
+                          message_contains("ListObjectsV2 s3://no-such-bucket-ckpt/run",
+                                           "HTTP 404 NoSuchBucket", s3_fixture().endpoint));
+    BOOST_CHECK_EXCEPTION(put(storage, missing + "/x", "abc"), CheckpointError,
+                          message_contains("PutObject s3://no-such-bucket-ckpt/run/x", "404"));
+    BOOST_TEST(storage.counters().retries == 0u);
+  }
+  const std::string secret = std::getenv("AWS_SECRET_ACCESS_KEY");
+  ScopedEnv wrong_secret("AWS_SECRET_ACCESS_KEY", "wrong" + secret.substr(5));
+  S3Storage storage;
+  const std::string prefix = unique_s3_prefix("denied");
+  try {
+    put(storage, prefix + "/x", "abc");
+    BOOST_FAIL("a wrong secret key was accepted");
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    BOOST_TEST_MESSAGE(what);
+    BOOST_TEST(what.find("PutObject " + prefix + "/x: HTTP 403 SignatureDoesNotMatch") !=
+               std::string::npos);
+    BOOST_TEST(what.find(secret.substr(5)) == std::string::npos);
+    BOOST_TEST(what.find('\n') == std::string::npos);
+    BOOST_TEST(e.error_number() == EACCES);
+  }
+  BOOST_TEST(storage.counters().retries == 0u);
+  // Missing credentials are named, with what to set.
+  ScopedEnv no_key("AWS_ACCESS_KEY_ID", "");
+  ScopedEnv no_profile_file("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials");
+  ScopedEnv no_config_file("AWS_CONFIG_FILE", "/nonexistent/config");
+  S3Storage anonymous;
+  BOOST_CHECK_EXCEPTION(anonymous.stat(prefix), CheckpointError,
+                        message_contains(prefix, "no AWS credentials", "AWS_ACCESS_KEY_ID"));
+}
+
+// Credentials, region and endpoint from a profile in the shared files, as the AWS CLI reads them.
+BOOST_AUTO_TEST_CASE(profile_in_shared_files) {
+  s3_fixture();
+  TempDir dir;
+  ckpt::test::write_text(dir / "credentials",
+                         "[default]\naws_access_key_id = nobody\naws_secret_access_key = x\n"
+                         "[ckpt-test]\naws_access_key_id = " +
+                             std::string(std::getenv("AWS_ACCESS_KEY_ID")) +
+                             "\naws_secret_access_key = " + std::getenv("AWS_SECRET_ACCESS_KEY") +
+                             "\n",
+                         *ckpt::Storage::local());
+  ckpt::test::write_text(
+      dir / "config",
+      "[profile ckpt-test]\nregion = us-east-1\ns3 =\n  addressing_style = path\n"
+      "endpoint_url = " +
+          s3_fixture().endpoint + "\n",
+      *ckpt::Storage::local());
+  ScopedEnv key("AWS_ACCESS_KEY_ID", "");
+  ScopedEnv secret("AWS_SECRET_ACCESS_KEY", "");
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", "");
+  ScopedEnv profile("AWS_PROFILE", "ckpt-test");
+  ScopedEnv credentials("AWS_SHARED_CREDENTIALS_FILE", (dir / "credentials").string());
+  ScopedEnv config("AWS_CONFIG_FILE", (dir / "config").string());
+  S3Storage storage;
+  BOOST_TEST(storage.endpoint() == s3_fixture().endpoint);
+  const std::string prefix = unique_s3_prefix("profile");
+  put(storage, prefix + "/x", "abc");
+  BOOST_TEST(get(storage, prefix + "/x") == "abc");
+}
+
+// Virtual-host addressing (bucket.localhost): curl resolves *.localhost to loopback and the
+// gateway is configured with `rgw dns name = localhost`.
+BOOST_AUTO_TEST_CASE(virtual_host_addressing) {
+  const std::string port = s3_fixture().endpoint.substr(s3_fixture().endpoint.rfind(':') + 1);
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", "http://localhost:" + port);
+  S3Options options;
+  options.addressing = "virtual";
+  S3Storage storage(options);
+  const std::string prefix = unique_s3_prefix("virtual");
+  put(storage, prefix + "/x y=z", "abc");  // a key that needs encoding
+  BOOST_TEST(get(storage, prefix + "/x y=z") == "abc");
+  BOOST_TEST(storage.list(prefix, false).at(0).path == fs::path(prefix + "/x y=z"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(s3_faults)
+
+// Connections reset mid-upload, a stalled body, and a body corrupted on the wire (Content-MD5:
+// the store refuses it) are all retried, and the object ends up whole.
+BOOST_AUTO_TEST_CASE(reset_stall_and_corruption_are_retried) {
+  const std::string bytes = random_bytes(12 << 20, 5);
+  for (const std::string fault : {"reset", "stall", "corrupt"}) {
+    BOOST_TEST_CONTEXT("fault " << fault) {
+      Proxy proxy(fault, 2, 300000);
+      ScopedEnv endpoint("AWS_ENDPOINT_URL", proxy.endpoint());
+      S3Options options = small_parts();
+      options.timeout_seconds = 2;  // the stall is noticed after 2 s without a byte
+      S3Storage storage(options);
+      const std::string prefix = unique_s3_prefix("fault-" + fault);
+      put(storage, prefix + "/model_0.pt", bytes);
+      BOOST_TEST(storage.counters().retries >= 1u);
+      put(storage, prefix + "/small.pt", bytes.substr(0, 400000));  // a single PUT
+      BOOST_TEST(get(storage, prefix + "/model_0.pt") == bytes);
+      BOOST_TEST(get(storage, prefix + "/small.pt") == bytes.substr(0, 400000));
+      BOOST_TEST(uploads_under(prefix).empty());
+    }
+  }
+}
+
+// A store that stays unreachable: bounded tries, then one error saying how long it tried.
+BOOST_AUTO_TEST_CASE(retries_are_bounded) {
+  s3_fixture();
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", "http://127.0.0.1:9");  // discard port: refused
+  S3Options options;
+  options.max_attempts = 4;
+  S3Storage storage(options);
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_CHECK_EXCEPTION(
+      storage.stat("s3://ckpt-test/x"), CheckpointError,
+      message_contains("ListObjectsV2 s3://ckpt-test/x", "gave up after 4 tries"));
+  BOOST_TEST(storage.counters().requests == 4u);
+  BOOST_TEST(storage.counters().retries == 3u);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST(seconds >= 0.35);  // 0.05-0.1 + 0.1-0.2 + 0.2-0.4 s of backoff at least
+  options.max_attempts = 50;
+  options.retry_seconds = 0.5;
+  S3Storage impatient(options);
+  BOOST_CHECK_EXCEPTION(impatient.stat("s3://ckpt-test/x"), CheckpointError,
+                        message_contains("gave up after"));
+  BOOST_TEST(impatient.counters().requests < 10u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(s3_checkpointer)
+
+// The checkpointer on a real s3:// save_dir: epochs, retention, the latest pointer, the best
+// pool, weights in both formats; boto3 + torch.load read what it wrote.
+BOOST_AUTO_TEST_CASE(saves_resumes_and_exports_on_s3_urls) {
+  s3_fixture();
+  const std::string prefix = unique_s3_prefix("run");
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix + "/ckpt";
+  args.model_state_save_dir = prefix + "/weights";
+  args.load_dir = args.save_dir;
+  args.keep_last_n = 2;
+  args.save_top_k = 1;
+  args.monitor = "val_loss";
+  args.s3_part_size_mb = 5;
+  {
+    ckpt::DefaultCheckpointer checkpointer(args);
+    BOOST_TEST(checkpointer.load().empty());
+    for (int64_t epoch = 0; epoch < 4; ++epoch) {
+      auto checkpoint = checkpoint_at(epoch, epoch == 3 ? 1200 : 16);  // the last is multipart
+      ckpt::StateDict metrics;
+      metrics.insert_or_assign("val_loss", 10.0 - static_cast<double>(epoch));
+      checkpoint.metadata.insert_or_assign("metrics", metrics.to_ivalue());
+      BOOST_TEST(checkpointer.save(checkpoint, epoch).value() ==
+                 fs::path(prefix + "/ckpt/model_" + std::to_string(epoch) + ".pt"));
+    }
+    checkpointer.save_model(checkpoint_at(3).module_interface_state, 3);
+  }
+  auto storage = ckpt::Storage::by_location();
+  BOOST_TEST(
+      ckpt::test::files_in(args.save_dir, *storage) ==
+      (std::vector<std::string>{"model_2.pt", "model_3.pt", "model_best_3.pt", "model_latest"}));
+  BOOST_TEST(ckpt::test::files_in(args.model_state_save_dir, *storage) ==
+             std::vector<std::string>{"model_model_3.pt"});
+  ckpt::DefaultCheckpointer resumed(args);
+  BOOST_TEST(resumed.load().module_interface_state ==
+             checkpoint_at(3, 1200).module_interface_state);
+  // torch.load reads what boto3 downloads.
+  TempDir local;
+  boto3("download " + s3_fixture().bucket + " " + quote(key_of(prefix) + "/ckpt/model_3.pt") + " " +
+        quote((local / "model_3.pt").string()));
+  const std::string keys = boto3("torch-keys " + quote((local / "model_3.pt").string()));
+  BOOST_TEST(keys.find("module_interface_state") != std::string::npos);
+  BOOST_TEST(keys.find("trainer_state") != std::string::npos);
+  // safetensors weights, and the library's file functions on URLs.
+  args.model_format = "safetensors";
+  ckpt::DefaultCheckpointer(args).save_model(checkpoint_at(3).module_interface_state, 4);
+  BOOST_TEST(ckpt::load_safetensors_file(prefix + "/weights/model_model_4.safetensors") ==
+             checkpoint_at(3).module_interface_state);
+  BOOST_TEST(ckpt::is_ckpt_file(prefix + "/ckpt/model_3.pt"));
+}
+
+// A torch.save file uploaded with boto3 is listed, verified and resumed from.
+BOOST_AUTO_TEST_CASE(resumes_from_a_file_python_uploaded) {
+  const std::string prefix = unique_s3_prefix("python");
+  TempDir local;
+  boto3("torch-save " + quote((local / "model_4.pt").string()));
+  boto3("upload " + quote((local / "model_4.pt").string()) + " " + s3_fixture().bucket + " " +
+        quote(key_of(prefix) + "/model_4.pt"));
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.model_state_save_dir = "";
+  args.load_dir = prefix;
+  ckpt::DefaultCheckpointer checkpointer(args);
+  BOOST_TEST(checkpointer.check() == fs::path(prefix + "/model_4.pt"));
+  const auto state = ckpt::load_state_file(prefix + "/model_4.pt");
+  BOOST_TEST(state.at("epoch").toInt() == 4);
+}
+
+// At construction the checkpointer aborts the unfinished uploads of its own names (what a
+// process killed mid-save leaves), never anyone else's.
+BOOST_AUTO_TEST_CASE(construction_aborts_stale_uploads_of_its_own_names) {
+  const std::string prefix = unique_s3_prefix("stale");
+  const std::string bucket = s3_fixture().bucket;
+  boto3("start-upload " + bucket + " " + quote(key_of(prefix) + "/model_7.pt"));
+  boto3("start-upload " + bucket + " " + quote(key_of(prefix) + "/other.bin"));
+  BOOST_TEST(uploads_under(prefix) ==
+             key_of(prefix) + "/model_7.pt " + key_of(prefix) + "/other.bin");
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.model_state_save_dir = "";
+  ckpt::DefaultCheckpointer checkpointer(args);
+  BOOST_TEST(uploads_under(prefix) == key_of(prefix) + "/other.bin");
+}
+
+// An unsupported or malformed location is refused naming the option.
+BOOST_AUTO_TEST_CASE(bad_locations_name_the_option) {
+  s3_fixture();
+  ckpt::DefaultCheckpointerArguments args;
+  args.model_state_save_dir = "";
+  args.save_dir = "s3://";
+  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer{args}, CheckpointError,
+                        message_contains("invalid save_dir s3://", "names no bucket"));
+  args.save_dir = "s3://no-such-bucket-ckpt/run";
+  BOOST_CHECK_EXCEPTION(
+      ckpt::DefaultCheckpointer{args}, CheckpointError,
+      message_contains("invalid save_dir s3://no-such-bucket-ckpt/run", "NoSuchBucket"));
+  args.save_dir = unique_s3_prefix("options");
+  args.s3_part_size_mb = 4;
+  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer{args}, CheckpointError,
+                        message_contains("invalid s3_part_size_mb 4"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
