@@ -4,6 +4,7 @@
 #include <ckpt/logger.h>
 
 #include "s3/aws_config.h"
+#include "s3/part_buffer.h"
 #include "s3/s3_client.h"
 
 #include <spdlog/spdlog.h>
@@ -79,9 +80,8 @@ class S3Storage::Writer final : public WritableFile {
       : impl_(std::move(impl)),
         client_(impl_->client),
         location_(std::move(location)),
-        part_size_(static_cast<std::size_t>(client_.options().part_size)) {
-    buffer_.reserve(part_size_);
-  }
+        part_size_(static_cast<std::size_t>(client_.options().part_size)),
+        buffer_(part_size_) {}
 
   ~Writer() override {
     if (!committed_) abandon();
@@ -95,9 +95,9 @@ class S3Storage::Writer final : public WritableFile {
     while (size > 0) {
       // A full part is sent only once more bytes arrive, so that a file of exactly one part
       // is still a single PUT.
-      if (buffer_.size() == part_size_) send_part();
-      const std::size_t n = std::min(size, part_size_ - buffer_.size());
-      buffer_.insert(buffer_.end(), bytes, bytes + n);
+      if (buffer_.room() == 0) send_part();
+      const std::size_t n = std::min(size, buffer_.room());
+      buffer_.append(bytes, n);
       bytes += n;
       size -= n;
     }
@@ -123,7 +123,7 @@ class S3Storage::Writer final : public WritableFile {
     }
     committed_ = true;
     upload_id_.clear();
-    std::vector<char>().swap(buffer_);
+    buffer_ = {};
   }
 
  private:
@@ -142,13 +142,12 @@ class S3Storage::Writer final : public WritableFile {
         std::lock_guard<std::mutex> lock(etags_mutex_);  // parts in flight write into etags_
         etags_.emplace_back();
       }
-      auto part = std::make_shared<std::vector<char>>(std::move(buffer_));
+      auto part = std::make_shared<detail::PartBuffer>(std::move(buffer_));
       in_flight_.push_back(std::async(std::launch::async, [this, number, part] {
         etags_done(number,
                    client_.upload_part(location_, upload_id_, number, part->data(), part->size()));
       }));
-      buffer_ = {};
-      buffer_.reserve(part_size_);
+      buffer_ = detail::PartBuffer(part_size_);
     } catch (...) {
       failed_ = true;
       throw;
@@ -189,7 +188,7 @@ class S3Storage::Writer final : public WritableFile {
   S3Client& client_;
   const S3Location location_;
   const std::size_t part_size_;
-  std::vector<char> buffer_;
+  detail::PartBuffer buffer_;
   std::string upload_id_;
   std::mutex etags_mutex_;
   std::vector<std::string> etags_;

@@ -76,7 +76,8 @@ inline std::string unique_s3_prefix(const std::string& name) {
 /// S3Storage, only the names are translated, both ways.
 class LocalPathsOnS3 final : public Storage {
  public:
-  LocalPathsOnS3() : s3_(std::make_shared<S3Storage>()), root_(unique_s3_prefix("suite")) {}
+  LocalPathsOnS3()
+      : s3_((s3_fixture(), std::make_shared<S3Storage>())), root_(unique_s3_prefix("suite")) {}
 
   std::unique_ptr<WritableFile> create(const std::filesystem::path& path) override {
     return s3_->create(to_s3(path));

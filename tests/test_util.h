@@ -82,6 +82,17 @@ inline boost::test_tools::assertion_result local_only(boost::unit_test::test_uni
   return result;
 }
 
+/// A Boost.Test precondition for cases that do thousands of storage round trips to test
+/// something storage-independent (e.g. the verifier against every flipped byte): they run on the
+/// local filesystem and MemoryStorage, and are skipped on the S3 gateway, where each round trip
+/// is several HTTP requests.
+inline boost::test_tools::assertion_result not_on_s3(boost::unit_test::test_unit_id) {
+  boost::test_tools::assertion_result result(storage_kind_under_test() != StorageKind::s3);
+  result.message() << "thousands of round trips, each several HTTP requests on S3 "
+                      "(CKPT_TEST_STORAGE=s3); covered on local and memory";
+  return result;
+}
+
 /// A fresh temporary directory, removed with everything in it on destruction (on the local
 /// filesystem, and under it in storage_under_test() when that is not the local one). It is created
 /// locally in any case, since most tests also use it for local scratch files.
