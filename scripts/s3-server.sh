@@ -14,7 +14,7 @@
 #        CKPT_S3_BUCKET        bucket made at start (default ckpt-test)
 #        S3_START_TIMEOUT      seconds start may take in all (60); S3_STOP_TIMEOUT: SIGTERM->SIGKILL wait (10)
 #        S3_MEMSTORE_BYTES     capacity of the in-RAM object store (default 8 GiB; RAM used as data is stored)
-# needs: scripts/install-s3-deps.sh. Check a running fixture with scripts/s3-smoke.sh DIR.
+# needs: scripts/install-deps.sh. Check a running fixture with scripts/s3-smoke.sh DIR.
 set -euo pipefail
 
 ME=s3-server.sh
@@ -71,7 +71,7 @@ case "$CMD" in
 esac
 # ---------------------------------------------------------------- start
 for b in ceph-mon ceph-osd radosgw radosgw-admin ceph monmaptool uuidgen curl ss /usr/bin/python3; do
-  command -v "$b" >/dev/null 2>&1 || { echo "$ME: '$b' not found: run scripts/install-s3-deps.sh" >&2; exit 2; }
+  command -v "$b" >/dev/null 2>&1 || { echo "$ME: '$b' not found: run scripts/install-deps.sh" >&2; exit 2; }
 done
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)

@@ -21,8 +21,8 @@ DIR=${1:?usage: $ME DIR   (DIR as given to scripts/s3-server.sh start)}
 # shellcheck disable=SC1091
 . "$DIR/env"
 PY=/usr/bin/python3 AWS=/usr/bin/aws
-for b in "$PY" "$AWS"; do [ -x "$b" ] || { echo "$ME: $b not found: run scripts/install-s3-deps.sh" >&2; exit 2; }; done
-"$PY" -c 'import boto3' 2>/dev/null || { echo "$ME: boto3 missing for $PY: run scripts/install-s3-deps.sh" >&2; exit 2; }
+for b in "$PY" "$AWS"; do [ -x "$b" ] || { echo "$ME: $b not found: run scripts/install-deps.sh" >&2; exit 2; }; done
+"$PY" -c 'import boto3' 2>/dev/null || { echo "$ME: boto3 missing for $PY: run scripts/install-deps.sh" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/s3-smoke.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
