@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -78,6 +79,11 @@ struct Options {
   int trainer_epochs = 2;
   int64_t trainer_examples = 300;
   bool only_staging = false;
+  // S3 (issue 14): ckpt against boto3 and the AWS CLI on the same gateway.
+  std::string s3_url;
+  int s3_reps = 5;
+  int64_t s3_size_mb = 256;
+  bool only_s3 = false;
 };
 
 std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
@@ -116,7 +122,13 @@ void usage() {
          "  --epochs N          the sample trainer's epochs for those rows, default 2\n"
          "  --examples N        the first N digits only, so that an epoch takes seconds, not\n"
          "                      minutes, at that width; default 300 (0: all 1797)\n"
-         "  --only-staging      run only the staging and sample trainer rows\n";
+         "  --only-staging      run only the staging and sample trainer rows\n"
+         "  --s3-url URL        s3://bucket/prefix for the S3 rows (the gateway and keys from\n"
+         "                      AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...: . DIR/env of\n"
+         "                      scripts/s3-server.sh); without it the S3 rows are skipped\n"
+         "  --s3-size MB        state of the S3 rows, default 256\n"
+         "  --s3-reps N         paired runs of the S3 rows, default 5\n"
+         "  --only-s3           run only the S3 rows\n";
 }
 
 // ---------------------------------------------------------------- the state
@@ -257,6 +269,23 @@ ckpt::DefaultCheckpointerArguments checkpointer_args(const fs::path& dir, bool a
   return args;
 }
 
+// Where the S3 rows write (--s3-url), passed to children in CKPT_BENCH_S3_URL.
+std::string s3_url() {
+  const char* url = std::getenv("CKPT_BENCH_S3_URL");
+  if (url == nullptr || *url == '\0') die("the S3 rows need --s3-url s3://bucket/prefix");
+  return url;
+}
+
+int64_t status_kb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(std::string(field) + ":", 0) == 0)
+      return std::stoll(line.substr(line.find(':') + 1));
+  }
+  return 0;
+}
+
 int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path& dir, bool cold) {
   std::vector<double> times;
   auto timed = [&](auto&& body) {
@@ -286,7 +315,23 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     return 0;
   }
 
+  if (mode == "s3_load") {
+    const std::string url = s3_url() + "/model_0.pt";
+    timed([&] { ckpt::load_checkpoint_file(url); });  // verifies every checksum first
+    print_result(mode, times);
+    return 0;
+  }
+
   const ckpt::Checkpoint checkpoint = make_checkpoint(size_mb);
+  if (mode == "s3_save") {
+    // The save's own memory: peak RSS during the save (reset first) over the RSS before it.
+    const int64_t before_kb = status_kb("VmRSS");
+    std::ofstream("/proc/self/clear_refs") << "5";
+    timed([&] { ckpt::save_checkpoint_file(checkpoint, s3_url() + "/model_0.pt"); });
+    print_result(mode, times);
+    std::printf("RESULT s3_save_extra_mb %.1f\n", (status_kb("VmHWM") - before_kb) / 1024.0);
+    return 0;
+  }
   const std::vector<torch::Tensor> tensors = tensors_of(checkpoint);
   if (mode == "plain_write") {
     const fs::path file = dir / "plain.bin";
@@ -823,6 +868,115 @@ void bench_trainer(const Options& options) {
   std::fflush(stdout);
 }
 
+// Issue 14: a save and a verified load of the same state on the same gateway, ckpt against
+// boto3's upload_file/download_file (s3transfer's defaults) and `aws s3 cp` of the same bytes, in
+// paired runs in rotated order; "ckpt save again" is the A/A row that shows the noise floor.
+// Times are of the transfer alone for ckpt and boto3 (in-process), of the whole command for the
+// AWS CLI (its start-up included, as a user waits for it).
+void bench_s3(const Options& options) {
+  const std::string exe = self_exe();
+  const std::string url = options.s3_url;
+  const fs::path dir = options.dir / "s3";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path local = dir / "model_0.pt";
+  const std::string script = fs::path(CKPT_BENCH_SCRIPT).parent_path() / "s3_bench.py";
+  const std::string size = std::to_string(options.s3_size_mb);
+  const char* endpoint = std::getenv("AWS_ENDPOINT_URL");
+  const std::string aws =
+      "/usr/bin/aws" + (endpoint != nullptr ? std::string(" --endpoint-url ") + endpoint : "");
+  std::map<std::string, double> extra_mb;
+  auto run = [&](const std::string& mode) -> std::pair<double, double> {  // seconds, peak RSS MB
+    if (mode == "ckpt save" || mode == "ckpt save again") {
+      const auto r =
+          spawn({exe, "--child", "s3_save", "--size", size, "--reps", "1", "--dir", dir.string()});
+      extra_mb[mode] = r.results.at("s3_save_extra_mb").at(0);
+      return {r.results.at("s3_save").at(0), r.peak_rss_mb};
+    }
+    if (mode == "ckpt load") {
+      const auto r = spawn({exe, "--child", "s3_load", "--reps", "1", "--dir", dir.string()});
+      return {r.results.at("s3_load").at(0), r.peak_rss_mb};
+    }
+    if (mode == "boto3 upload_file" || mode == "boto3 download_file") {
+      const bool up = mode == "boto3 upload_file";
+      const auto r =
+          up ? spawn({options.python, script, "upload", local.string(), url + "/boto3.pt"})
+             : spawn({options.python, script, "download", url + "/model_0.pt",
+                      (dir / "boto3.pt").string()});
+      return {r.results.at(up ? "boto3_upload" : "boto3_download").at(0), r.peak_rss_mb};
+    }
+    const bool up = mode == "aws s3 cp (up)";
+    const std::string command = aws + " s3 cp --quiet " +
+                                (up ? local.string() + " " + url + "/aws.pt"
+                                    : url + "/model_0.pt " + (dir / "aws.pt").string());
+    const auto start = Clock::now();
+    if (std::system(command.c_str()) != 0) die("failed: " + command);
+    return {seconds_since(start), 0};
+  };
+  // The bytes boto3 and the CLI upload: the file ckpt writes, downloaded once.
+  run("ckpt save");
+  run("boto3 download_file");
+  fs::rename(dir / "boto3.pt", local);
+  const std::vector<std::string> saves{"ckpt save", "ckpt save again", "boto3 upload_file",
+                                       "aws s3 cp (up)"};
+  const std::vector<std::string> loads{"ckpt load", "boto3 download_file", "aws s3 cp (down)"};
+  std::map<std::string, Paired> rows;
+  std::map<std::string, double> rss;
+  std::map<std::string, std::vector<double>> extra;
+  for (int r = 0; r < options.s3_reps; ++r) {
+    std::fprintf(stderr, "s3 run %d/%d:", r + 1, options.s3_reps);
+    std::map<std::string, double> v;
+    for (const auto* group : {&saves, &loads}) {
+      for (const auto& mode : rotated(*group, r)) {
+        std::fprintf(stderr, " [%s]", mode.c_str());
+        const auto [seconds, peak] = run(mode);
+        v[mode] = seconds;
+        rss[mode] = std::max(rss[mode], peak);
+      }
+    }
+    std::fprintf(stderr, "\n");
+    for (const auto& mode : saves) {
+      rows[mode].values.push_back(v[mode]);
+      rows[mode].ratios.push_back(v[mode] / v["ckpt save"]);
+    }
+    for (const auto& mode : loads) {
+      rows[mode].values.push_back(v[mode]);
+      rows[mode].ratios.push_back(v[mode] / v["ckpt load"]);
+    }
+    extra["ckpt save"].push_back(extra_mb["ckpt save"]);
+  }
+  const double mb = static_cast<double>(fs::file_size(local)) / kMB;
+  std::printf("\n### S3: %.1f MB checkpoint (%lld MB state), %s, %d paired runs, rotated order\n\n",
+              mb, static_cast<long long>(options.s3_size_mb),
+              endpoint != nullptr ? endpoint : "AWS", options.s3_reps);
+  std::printf("| %-26s | %9s | %8s | %-27s | %9s |\n", "mode", "median", "MB/s",
+              "time / ckpt's, same run", "peak RSS");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(28, '-').c_str(), std::string(11, '-').c_str(),
+              std::string(10, '-').c_str(), std::string(29, '-').c_str(),
+              std::string(11, '-').c_str());
+  for (const auto* group : {&saves, &loads}) {
+    for (const auto& mode : *group) {
+      const std::string label = mode == "ckpt save again" ? "ckpt save again (A/A)" : mode;
+      const std::string peak =
+          rss[mode] > 0 ? std::to_string(static_cast<int>(rss[mode])) + " MB" : "-";
+      std::printf("| %-26s | %7.3f s | %8.0f | %-27s | %9s |\n", label.c_str(),
+                  median(rows[mode].values), mb / median(rows[mode].values),
+                  summary(rows[mode].ratios).c_str(), peak.c_str());
+    }
+  }
+  std::printf(
+      "\n(ckpt's peak RSS holds the %lld MB state it saves or loads; a save's own memory, "
+      "its peak over the RSS before it: median %.0f MB, bounded by s3_concurrency + 1 "
+      "parts of s3_part_size_mb.)\n\nTargets (medians of the paired ratios):\n",
+      static_cast<long long>(options.s3_size_mb), median(extra["ckpt save"]));
+  check_target("boto3 upload_file time / ckpt save time", median(rows["boto3 upload_file"].ratios),
+               1.0, true);
+  check_target("boto3 download_file time / ckpt verified load time",
+               median(rows["boto3 download_file"].ratios), 1.0, true);
+  std::fflush(stdout);
+  fs::remove_all(dir);
+}
+
 int main(int argc, char** argv) {
   Options options;
   std::string child_mode;
@@ -872,6 +1026,15 @@ int main(int argc, char** argv) {
       options.trainer_examples = parse_list(value(), arg).at(0);
     } else if (arg == "--only-staging") {
       options.only_staging = true;
+    } else if (arg == "--s3-url") {
+      options.s3_url = value();
+      ::setenv("CKPT_BENCH_S3_URL", options.s3_url.c_str(), 1);
+    } else if (arg == "--s3-size") {
+      options.s3_size_mb = parse_list(value(), arg).at(0);
+    } else if (arg == "--s3-reps") {
+      options.s3_reps = static_cast<int>(parse_list(value(), arg).at(0));
+    } else if (arg == "--only-s3") {
+      options.only_s3 = true;
     } else if (arg == "--child") {
       child_mode = value();
     } else if (arg == "--size") {
@@ -893,12 +1056,16 @@ int main(int argc, char** argv) {
     fs::create_directories(options.dir);
     std::printf("ckpt_bench: files in %s, %ld CPUs\n", options.dir.c_str(),
                 ::sysconf(_SC_NPROCESSORS_ONLN));
-    if (!options.only_staging) {
+    if (options.only_s3 && options.s3_url.empty()) die("--only-s3 needs --s3-url");
+    if (!options.only_staging && !options.only_s3) {
       for (const int64_t size : options.sizes_mb) bench_size(options, size);
       bench_latest(options);
     }
-    if (options.staging_reps > 0) bench_staging(options);
-    if (options.trainer_reps > 0) bench_trainer(options);
+    if (!options.only_s3) {
+      if (options.staging_reps > 0) bench_staging(options);
+      if (options.trainer_reps > 0) bench_trainer(options);
+    }
+    if (!options.s3_url.empty() && options.s3_reps > 0) bench_s3(options);
     return 0;
   } catch (const std::exception& e) {
     die(e.what());

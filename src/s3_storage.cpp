@@ -336,30 +336,60 @@ std::optional<uint64_t> S3Storage::available_space(const std::filesystem::path& 
   return std::nullopt;  // an object store has no free-space figure
 }
 
+namespace {
+
+// Every multipart upload in progress for a key directly in `directory` (all pages).
+std::vector<detail::UploadListing::Upload> uploads_in(S3Client& client,
+                                                      const std::filesystem::path& directory) {
+  const S3Location location = S3Location::parse(directory.string());
+  const std::string prefix = directory_prefix(location);
+  std::vector<detail::UploadListing::Upload> uploads;
+  std::string key_marker, upload_marker;
+  while (true) {
+    const auto page =
+        client.list_multipart_uploads(location.bucket, prefix, key_marker, upload_marker);
+    for (const auto& upload : page.uploads) {
+      const std::string name = upload.key.substr(prefix.size());
+      if (!name.empty() && name.find('/') == std::string::npos) uploads.push_back(upload);
+    }
+    if (!page.truncated || (page.next_key_marker.empty() && page.next_upload_id_marker.empty()))
+      break;
+    key_marker = page.next_key_marker;
+    upload_marker = page.next_upload_id_marker;
+  }
+  return uploads;
+}
+
+std::string without_trailing_slashes(std::string text) {
+  while (!text.empty() && text.back() == '/') text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> S3Storage::unfinished_writes(
+    const std::filesystem::path& directory) {
+  const std::string base = without_trailing_slashes(directory.string());
+  std::set<std::filesystem::path> paths;
+  for (const auto& upload : uploads_in(impl_->client, directory)) {
+    paths.insert(base + "/" + upload.key.substr(upload.key.rfind('/') + 1));
+  }
+  return {paths.begin(), paths.end()};
+}
+
 std::vector<std::filesystem::path> S3Storage::remove_unfinished_writes(
     const std::filesystem::path& directory,
     const std::function<bool(const std::string& final_name)>& ours) {
   const S3Location location = S3Location::parse(directory.string());
-  const std::string prefix = directory_prefix(location);
-  std::string base = directory.string();
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  std::vector<std::filesystem::path> aborted;
-  std::set<std::string> seen;
-  std::string key_marker, upload_marker;
-  do {
-    const auto page =
-        impl_->client.list_multipart_uploads(location.bucket, prefix, key_marker, upload_marker);
-    for (const auto& upload : page.uploads) {
-      const std::string name = upload.key.substr(prefix.size());
-      if (name.empty() || name.find('/') != std::string::npos || !ours(name)) continue;
-      impl_->client.abort_multipart_upload({location.bucket, upload.key}, upload.upload_id);
-      if (seen.insert(name).second) aborted.emplace_back(base + "/" + name);
-    }
-    if (!page.truncated) break;
-    key_marker = page.next_key_marker;
-    upload_marker = page.next_upload_id_marker;
-  } while (!key_marker.empty() || !upload_marker.empty());
-  return aborted;
+  const std::string base = without_trailing_slashes(directory.string());
+  std::set<std::filesystem::path> aborted;
+  for (const auto& upload : uploads_in(impl_->client, directory)) {
+    const std::string name = upload.key.substr(upload.key.rfind('/') + 1);
+    if (!ours(name)) continue;
+    impl_->client.abort_multipart_upload({location.bucket, upload.key}, upload.upload_id);
+    aborted.insert(base + "/" + name);
+  }
+  return {aborted.begin(), aborted.end()};
 }
 
 S3Storage::Counters S3Storage::counters() const { return impl_->client.counters(); }

@@ -502,3 +502,80 @@ BOOST_AUTO_TEST_CASE(bad_locations_name_the_option) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#ifdef CKPT_SAMPLE_TRAINER
+BOOST_AUTO_TEST_SUITE(s3_trainer)
+
+// The sample trainer with --chkp.save_dir s3://...: SIGKILLed while a checkpoint's multipart
+// upload is in flight, it leaves the older checkpoints whole and nothing under the new name but
+// an unfinished upload; the next start aborts that upload and resumes to the end.
+BOOST_AUTO_TEST_CASE(sigkill_mid_upload_then_resume) {
+  s3_fixture();
+  const std::string prefix = unique_s3_prefix("trainer");
+  TempDir dir;
+  // 64 -> 1500 -> 1500 -> 10: about 28 MB per checkpoint with Adam's moments, 6 parts of 5 MiB.
+  const std::vector<std::string> args{"--trainer.epochs",
+                                      "8",
+                                      "--model.hidden1",
+                                      "1500",
+                                      "--model.hidden2",
+                                      "1500",
+                                      "--chkp.save_dir",
+                                      prefix + "/ckpt",
+                                      "--chkp.load_dir",
+                                      prefix + "/ckpt",
+                                      "--chkp.model_state_save_dir",
+                                      prefix + "/weights",
+                                      "--chkp.s3_part_size_mb",
+                                      "5",
+                                      "--chkp.s3_concurrency",
+                                      "2"};
+  std::string command = quote(CKPT_SAMPLE_TRAINER);
+  for (const auto& arg : args) command += " " + quote(arg);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string shell = "cd " + quote(dir.path().string()) + " && exec " + command +
+                              " > out.txt 2> err.txt < /dev/null";
+    ::execl("/bin/sh", "sh", "-c", shell.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  S3Storage storage;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  // Kill it once a checkpoint is complete and the next one's upload is in flight.
+  bool caught = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    // In this order: an upload seen before the listing could be the first one, finishing.
+    if (!storage.list(prefix + "/ckpt", false).empty() &&
+        !storage.unfinished_writes(prefix + "/ckpt").empty()) {
+      ::kill(pid, SIGKILL);
+      caught = true;
+      break;
+    }
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) break;  // finished before we caught it
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  BOOST_REQUIRE_MESSAGE(caught,
+                        "never saw an upload in flight; trainer log:\n"
+                            << ckpt::test::read_text(dir / "err.txt", *ckpt::Storage::local()));
+  BOOST_TEST(WIFSIGNALED(status));
+  // boto3 sees the upload the killed process left.
+  const auto stale = storage.unfinished_writes(prefix + "/ckpt");
+  BOOST_REQUIRE_EQUAL(stale.size(), 1u);
+  BOOST_TEST(uploads_under(prefix + "/ckpt") == key_of(stale.front().string()));
+  // Every visible checkpoint is whole.
+  for (const auto& file : storage.list(prefix + "/ckpt", false)) {
+    if (file.path.extension() == ".pt") BOOST_CHECK_NO_THROW(ckpt::verify_file(file.path, storage));
+  }
+  const auto resumed = run_command("cd " + quote(dir.path().string()) + " && " + command);
+  BOOST_REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.output);
+  BOOST_TEST(resumed.output.find("aborted its unfinished upload") != std::string::npos);
+  BOOST_TEST(resumed.output.find("resum") != std::string::npos);
+  BOOST_TEST(uploads_under(prefix + "/ckpt").empty());
+  BOOST_TEST(storage.stat(prefix + "/weights/model_model_7.pt").has_value());
+  BOOST_CHECK_NO_THROW(ckpt::verify_file(prefix + "/weights/model_model_7.pt", storage));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+#endif

@@ -85,6 +85,10 @@ class S3Storage final : public Storage {
       const std::filesystem::path& directory,
       const std::function<bool(const std::string& final_name)>& ours) override;
 
+  /// The locations directly in `directory` with a multipart upload in progress (a write not yet
+  /// committed, or one that a process that died left behind), sorted, without aborting anything.
+  std::vector<std::filesystem::path> unfinished_writes(const std::filesystem::path& directory);
+
   /// What this storage has done so far, for tests and benchmarks.
   struct Counters {
     uint64_t requests = 0;         ///< HTTP requests sent, retries included.
