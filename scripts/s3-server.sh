@@ -8,6 +8,10 @@
 #        scripts/s3-server.sh env DIR    print DIR/env (fails if the fixture is not running)
 #        scripts/s3-server.sh stop DIR   stop the daemons started in DIR by the PIDs recorded there (never by
 #                                        name), remove their state, keep DIR/log; safe twice or after a failed start
+#        scripts/s3-server.sh second-gateway start|kill DIR
+#                                        a second radosgw on the same cluster (for tests that kill a gateway
+#                                        without disturbing others): start prints its URL (the same port on a
+#                                        restart); kill SIGKILLs it by its recorded PID
 # then:  . DIR/env   exports AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION,
 #                    AWS_DEFAULT_REGION, CKPT_S3_BUCKET (and CEPH_CONF, for radosgw-admin)
 # env:   S3_PORT, S3_MON_PORT  HTTP and monitor ports (default: free ports from the kernel)
@@ -19,6 +23,9 @@ set -euo pipefail
 
 ME=s3-server.sh
 usage() { echo "usage: $ME start|stop|env DIR" >&2; exit 2; }
+if [ "${1:-}" = second-gateway ] && [ $# -eq 3 ] && [ -n "$3" ]; then
+  SECOND=$2; set -- second-gateway "$3"
+fi
 if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
 CMD=$1 DIR=$2
 case "$DIR" in *[[:space:]]*) echo "$ME: DIR '$DIR' must not contain blanks (goes into ceph.conf)" >&2; exit 2 ;; esac
@@ -26,7 +33,7 @@ ACCESS_KEY=0555b35654ad1656d804
 SECRET_KEY=h7GhxuBLTrlhVUyxSPUKUV8r/2EI4ngqJxD7iBdBYLhwluN30JaT3Q==
 BUCKET=${CKPT_S3_BUCKET:-ckpt-test}
 # stop order: radosgw's shutdown still talks to the OSD, the OSD's to the mon (in parallel they hang)
-DAEMONS=(client.rgw.s3 osd.0 mon.a)
+DAEMONS=(client.rgw.second client.rgw.s3 osd.0 mon.a)
 EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 T0=$(now_ms)
@@ -58,7 +65,7 @@ stop_all() {  # stop every daemon recorded under DIR, one at a time, in DAEMONS 
     fi
     log "stopped $n (pid $p)"
   done
-  if [ $rc = 0 ]; then rm -rf "$DIR"/{mon,osd,rgw,run,ceph.conf,env,pids,user.json}; fi; return $rc
+  if [ $rc = 0 ]; then rm -rf "$DIR"/{mon,osd,rgw,rgw-second,run,ceph.conf,env,pids,user.json,second.port}; fi; return $rc
 }
 STOP_TIMEOUT=${S3_STOP_TIMEOUT:-10}
 case "$CMD" in
@@ -66,6 +73,33 @@ case "$CMD" in
         DIR=$(cd "$DIR" && pwd); stop_all; log "done (logs kept in $DIR/log)"; exit 0 ;;
   env) [ -f "$DIR/env" ] || { echo "$ME: $DIR/env not found: the fixture is not running in $DIR" >&2; exit 1; }
        cat "$DIR/env"; exit 0 ;;
+  second-gateway)
+    [ -f "$DIR/env" ] || { echo "$ME: $DIR/env not found: the fixture is not running in $DIR" >&2; exit 1; }
+    DIR=$(cd "$DIR" && pwd); export CEPH_CONF="$DIR/ceph.conf"; NAME=client.rgw.second
+    case "${SECOND:-}" in
+      kill) p=$(pid_of $NAME)
+            if [ -n "$p" ] && alive "$p" && ours "$p"; then
+              kill -KILL "$p"; for ((i = 0; i < 50; i++)); do alive "$p" || break; sleep 0.1; done
+              log "killed $NAME (pid $p)"
+            fi
+            exit 0 ;;
+      start) p=$(pid_of $NAME)
+             if [ -n "$p" ] && alive "$p" && ours "$p"; then  # already up: say where
+               log "$NAME already running (pid $p)"; echo "http://127.0.0.1:$(cat "$DIR/second.port")"; exit 0
+             fi
+             port=$(cat "$DIR/second.port" 2>/dev/null || /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+             echo "$port" > "$DIR/second.port"; mkdir -p "$DIR/rgw-second"; rm -f "$DIR/run/$NAME.pid"
+             env MALLOC_ARENA_MAX=2 radosgw -n $NAME --rgw-frontends "beast endpoint=127.0.0.1:$port" \
+               --rgw-data "$DIR/rgw-second" --rgw-dns-name localhost --rgw-enable-lc-threads false \
+               2>"$DIR/log/$NAME.err" || { log "radosgw ($NAME) failed to start"; exit 1; }
+             for ((i = 0; i < 150; i++)); do [ -s "$DIR/run/$NAME.pid" ] && break; sleep 0.1; done
+             echo "$NAME $(cat "$DIR/run/$NAME.pid")" >> "$DIR/pids"
+             for ((i = 0; i < 300; i++)); do curl -fs -m 2 -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+             curl -fs -m 2 -o /dev/null "http://127.0.0.1:$port/" || { log "$NAME not answering on port $port"; exit 1; }
+             log "$NAME up (pid $(pid_of $NAME), http://127.0.0.1:$port)"
+             echo "http://127.0.0.1:$port"; exit 0 ;;
+      *) usage ;;
+    esac ;;
   start) ;;
   *) usage ;;
 esac

@@ -372,6 +372,45 @@ BOOST_AUTO_TEST_CASE(reset_stall_and_corruption_are_retried) {
   }
 }
 
+// The gateway SIGKILLed while a multipart upload is in flight and started again a second later
+// (a second radosgw on the fixture's cluster, so the other suites' gateway stays up): the
+// requests that failed are retried against the restarted gateway and the object is whole.
+BOOST_AUTO_TEST_CASE(gateway_killed_mid_upload_and_restarted) {
+  const std::string server = quote(std::string(CKPT_SOURCE_DIR) + "/scripts/s3-server.sh");
+  const std::string fixture = quote(s3_fixture().directory);
+  const auto gateway = [&](const std::string& what) {
+    const auto result = run_command(server + " second-gateway " + what + " " + fixture);
+    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+    return result.output;
+  };
+  const std::string started = gateway("start");
+  const auto at = started.rfind("http://127.0.0.1:");
+  BOOST_REQUIRE(at != std::string::npos);
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", trimmed(started.substr(at)));
+  S3Options options = small_parts();
+  options.concurrency = 1;  // one part at a time: the upload lasts about a second here
+  options.max_attempts = 12;
+  S3Storage storage(options);
+  const std::string prefix = unique_s3_prefix("gateway-kill");
+  const std::string bytes = random_bytes(100 << 20, 6);
+  auto upload =
+      std::async(std::launch::async, [&] { put(storage, prefix + "/model_0.pt", bytes); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (storage.counters().bytes_sent < (5u << 20) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  gateway("kill");
+  BOOST_REQUIRE(storage.counters().bytes_sent < bytes.size());  // killed mid-upload
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  gateway("start");
+  BOOST_CHECK_NO_THROW(upload.get());
+  BOOST_TEST(storage.counters().retries >= 1u);
+  BOOST_TEST(get(storage, prefix + "/model_0.pt") == bytes);
+  BOOST_TEST(storage.unfinished_writes(prefix).empty());
+  gateway("kill");
+}
+
 // A store that stays unreachable: bounded tries, then one error saying how long it tried.
 BOOST_AUTO_TEST_CASE(retries_are_bounded) {
   s3_fixture();
