@@ -616,5 +616,49 @@ BOOST_AUTO_TEST_CASE(sigkill_mid_upload_then_resume) {
   BOOST_CHECK_NO_THROW(ckpt::verify_file(prefix + "/weights/model_model_7.pt", storage));
 }
 
+#ifdef CKPT_TOOL
+// Every command of the ckpt tool on s3:// arguments, the AWS configuration from the environment.
+BOOST_AUTO_TEST_CASE(the_ckpt_tool_on_s3_urls) {
+  s3_fixture();
+  const std::string prefix = unique_s3_prefix("tool");
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.model_state_save_dir = "";
+  ckpt::DefaultCheckpointer checkpointer(args);
+  for (int64_t epoch = 0; epoch < 4; ++epoch) checkpointer.save(checkpoint_at(epoch), epoch);
+  const auto tool = [](const std::string& arguments) {
+    return run_command(quote(CKPT_TOOL) + " " + arguments);
+  };
+  const auto listed = tool("list " + quote(prefix));
+  BOOST_TEST(listed.exit_code == 0, listed.output);
+  BOOST_TEST(listed.output.find("model_3.pt") != std::string::npos);
+  const auto inspected = tool("inspect " + quote(prefix + "/model_3.pt"));
+  BOOST_TEST(inspected.exit_code == 0, inspected.output);
+  BOOST_TEST(inspected.output.find("fc.weight") != std::string::npos);
+  const auto verified = tool("verify " + quote(prefix));
+  BOOST_TEST(verified.exit_code == 0, verified.output);
+  BOOST_TEST(verified.output.find(" 0 bad") != std::string::npos, verified.output);
+  const auto diffed =
+      tool("diff " + quote(prefix + "/model_2.pt") + " " + quote(prefix + "/model_3.pt"));
+  BOOST_TEST(diffed.exit_code == 1, diffed.output);
+  BOOST_TEST(diffed.output.find("fc.weight") != std::string::npos);
+  const auto exported = tool("export " + quote(prefix + "/model_3.pt") + " -o " +
+                             quote(prefix + "/weights.safetensors") + " --format safetensors");
+  BOOST_TEST(exported.exit_code == 0, exported.output);
+  BOOST_TEST(ckpt::load_safetensors_file(prefix + "/weights.safetensors") ==
+             checkpoint_at(3).module_interface_state);
+  const auto pruned = tool("prune " + quote(prefix) + " --keep-last 2");
+  BOOST_TEST(pruned.exit_code == 0, pruned.output);
+  BOOST_TEST(ckpt::test::files_in(prefix, *ckpt::Storage::by_location()) ==
+             (std::vector<std::string>{"model_2.pt", "model_3.pt", "model_latest",
+                                       "weights.safetensors"}));
+  // A location that does not exist is named, with the store's answer.
+  const auto missing = tool("verify s3://no-such-bucket-ckpt/x.pt");
+  BOOST_TEST(missing.exit_code == 2, missing.output);  // as for a local path that does not exist
+  BOOST_TEST(missing.output.find("s3://no-such-bucket-ckpt/x.pt") != std::string::npos,
+             missing.output);
+}
+#endif
+
 BOOST_AUTO_TEST_SUITE_END()
 #endif
