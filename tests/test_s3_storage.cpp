@@ -263,6 +263,25 @@ BOOST_AUTO_TEST_CASE(listing_pages_past_1000_objects) {
   BOOST_TEST(!storage.stat(prefix + "/f00000"));
 }
 
+// A page of 1,000 long keys is well over 1 MiB of XML: it is read whole, not cut off.
+BOOST_AUTO_TEST_CASE(a_listing_page_of_long_keys_is_read_whole) {
+  s3_fixture();
+  S3Storage storage;
+  const std::string prefix = unique_s3_prefix("long");
+  const std::string padding(1000 - 80, 'k');
+  std::vector<std::future<void>> writers;
+  for (int t = 0; t < 8; ++t) {
+    writers.push_back(std::async(std::launch::async, [&, t] {
+      for (int i = t; i < 1001; i += 8)
+        put(storage, prefix + "/" + padding + std::to_string(10000 + i), "x");
+    }));
+  }
+  for (auto& writer : writers) writer.get();
+  const auto files = storage.list(prefix, /*recursive=*/false);
+  BOOST_REQUIRE_EQUAL(files.size(), 1001u);
+  BOOST_TEST(files.back().path == fs::path(prefix + "/" + padding + "11000"));
+}
+
 // 4xx errors fail at once, in one line naming the URL, the status and S3's code, with no secret.
 BOOST_AUTO_TEST_CASE(client_errors_fail_at_once_naming_url_status_and_code) {
   s3_fixture();

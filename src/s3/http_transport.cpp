@@ -46,7 +46,9 @@ std::size_t write_body(char* data, std::size_t size, std::size_t count, void* us
     // More than asked for (a server ignoring the Range): refuse rather than overrun the buffer.
     if (response.received + n > transfer.request.into_size) return 0;
     std::memcpy(transfer.request.into + response.received, data, n);
-  } else if (response.body.size() < (1u << 20)) {  // error documents and listings are small
+  } else if (transfer.request.into == nullptr || response.body.size() < (1u << 20)) {
+    // A listing is kept whole (a page of 1,000 keys of up to 1 KiB each can pass 1 MiB); an
+    // error document in place of ranged bytes is small, and only its start is kept.
     response.body.append(data, n);
   }
   response.received += n;
