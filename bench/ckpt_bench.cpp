@@ -1,15 +1,19 @@
 // ckpt_bench: ckpt's saves and loads against the physical reference (write + fsync, read) and
 // against LibTorch's and Python's torch.save / torch.load, on the same state, in the same run.
 //
-//   build/bench/ckpt_bench                      # 64 MB and 512 MB, 5 runs each (a few minutes)
+//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 5 paired runs each
 //   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
 //   build/bench/ckpt_bench --only-staging --staging-size 256 --trainer-reps 3   # issue 16's rows
 //
 // Every mode runs in its own child process (this executable re-invoked with --child), so that its
-// peak resident memory (getrusage of the child) is its own. Rows are medians over --reps runs.
+// peak resident memory (getrusage of the child) is its own. Every ratio is paired: a mode and its
+// reference run next to each other in the same run, the order rotated from run to run; a table
+// gives each ratio's median with its min-max over --reps runs, and an A/A row (a reference against
+// itself) shows the noise floor.
 
 #include <ckpt/checkpoint.h>
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/checkpoint_reader.h>
 #include <ckpt/default_checkpointer.h>
 #include <ckpt/logger.h>
 #include <ckpt/optimizer_state.h>
@@ -62,7 +66,7 @@ double& compute_seconds() {
 }
 
 struct Options {
-  std::vector<int64_t> sizes_mb{64, 512};
+  std::vector<int64_t> sizes_mb{256, 1024};
   int reps = 5;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;
   std::string python = CKPT_BENCH_PYTHON;
@@ -102,8 +106,8 @@ std::vector<int64_t> parse_list(const std::string& text, const std::string& flag
 void usage() {
   std::cout
       << "Usage: ckpt_bench [options]\n"
-         "  --sizes MB,MB       state sizes (module + Adam state), default 64,512\n"
-         "  --reps N            runs per row (median), default 5\n"
+         "  --sizes MB,MB       state sizes (module + Adam state), default 256,1024\n"
+         "  --reps N            paired runs per size (ratios: median [min-max]), default 5\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -112,7 +116,6 @@ void usage() {
       << "\n"
          "  --files N,N         directory sizes for get_latest_file, default 1000,10000,100000 "
          "(empty: skip)\n"
-         "  --cold              evict each file from the page cache before loading it\n"
          "  --no-python         skip the Python rows\n"
          "  --staging-size MB   state of the staging rows (async blocked time), default 256\n"
          "  --staging-reps N    paired runs of the staging rows, default 7 (0: skip)\n"
@@ -286,6 +289,40 @@ int64_t status_kb(const char* field) {
   return 0;
 }
 
+// A field of /proc/self/io: read_bytes is what this process caused to be read from the disk
+// (page cache misses, mapped pages included), unlike rchar.
+int64_t io_field(const char* field) {
+  std::ifstream in("/proc/self/io");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(std::string(field) + ":", 0) == 0)
+      return std::stoll(line.substr(line.find(':') + 1));
+  }
+  return 0;
+}
+
+// The local filesystem with every file read through read(2), never mapped: the load ckpt did
+// before it mapped files, for the mmap row's reference.
+ckpt::Storage& unmapped_local() {
+  struct Unmapped final : ckpt::StorageWrapper {
+    using StorageWrapper::StorageWrapper;
+    std::unique_ptr<ckpt::RandomAccessFile> open(const std::filesystem::path& path) override {
+      struct File final : ckpt::RandomAccessFile {
+        std::unique_ptr<ckpt::RandomAccessFile> file;
+        uint64_t size() const override { return file->size(); }
+        void read(uint64_t offset, std::size_t size, void* out) const override {
+          file->read(offset, size, out);
+        }
+      };
+      auto file = std::make_unique<File>();
+      file->file = target().open(path);
+      return file;
+    }
+  };
+  static Unmapped storage(ckpt::Storage::local());
+  return storage;
+}
+
 int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path& dir, bool cold) {
   std::vector<double> times;
   auto timed = [&](auto&& body) {
@@ -296,12 +333,31 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
   const fs::path ckpt_file = dir / "ckpt" / "model_0.pt";
   const fs::path torch_file = dir / "torch_save.pt";
 
-  if (mode == "ckpt_load" || mode == "torch_load" || mode == "read") {
+  if (mode == "ckpt_load" || mode == "ckpt_load_nomap" || mode == "ckpt_open" ||
+      mode == "ckpt_weights" || mode == "torch_load" || mode == "read") {
     const fs::path file = mode == "torch_load" ? torch_file : ckpt_file;
+    std::vector<double> disk_bytes, asked_bytes;
     for (int i = 0; i < reps; ++i) {
       if (cold) evict(file);
+      const int64_t disk_before = io_field("read_bytes");
       if (mode == "ckpt_load") {
         timed([&] { ckpt::load_checkpoint_file(file); });  // verifies every checksum first
+      } else if (mode == "ckpt_load_nomap") {
+        // The same load with the file read into one buffer instead of mapped.
+        timed([&] { ckpt::load_checkpoint_file(file, unmapped_local()); });
+      } else if (mode == "ckpt_open") {
+        timed([&] {
+          const ckpt::CheckpointReader reader(file);
+          reader.outline();
+          asked_bytes.push_back(static_cast<double>(reader.bytes_read()));
+        });
+      } else if (mode == "ckpt_weights") {
+        // The weights out of the module + Adam checkpoint: only their records, each checked.
+        timed([&] {
+          const ckpt::CheckpointReader reader(file);
+          reader.load_state("module_interface_state");
+          asked_bytes.push_back(static_cast<double>(reader.bytes_read()));
+        });
       } else if (mode == "torch_load") {
         timed([&] {
           std::vector<torch::Tensor> tensors;
@@ -310,8 +366,12 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
       } else {
         timed([&] { plain_read(file); });
       }
+      disk_bytes.push_back(static_cast<double>(io_field("read_bytes") - disk_before));
     }
     print_result(mode, times);
+    print_result(mode + "_disk_bytes", disk_bytes);
+    if (!asked_bytes.empty()) print_result(mode + "_asked_bytes", asked_bytes);
+    print_result(mode + "_file_bytes", {static_cast<double>(fs::file_size(file))});
     return 0;
   }
 
@@ -481,132 +541,6 @@ struct Row {
   double peak_rss_mb;
 };
 
-void print_table(int64_t size_mb, uint64_t bytes, int64_t tensor_count, int reps, bool cold,
-                 const std::vector<Row>& rows, const std::map<std::string, double>& t) {
-  const double mb = bytes / kMB;
-  std::printf(
-      "\n### %lld MB state: %.1f MB in %lld tensors (module + Adam), median of %d runs%s\n\n",
-      static_cast<long long>(size_mb), mb, static_cast<long long>(tensor_count), reps,
-      cold ? ", loads from a cold page cache" : "");
-  std::printf("| %-38s | %9s | %8s | %7s | %9s |\n", "mode", "time", "MB/s", "vs ref", "peak RSS");
-  std::printf("|%s|%s|%s|%s|%s|\n", std::string(40, '-').c_str(), std::string(10, '-').c_str(),
-              std::string(9, '-').c_str(), std::string(8, '-').c_str(),
-              std::string(10, '-').c_str());
-  for (const auto& row : rows) {
-    if (row.name.empty()) continue;
-    const bool load =
-        row.name.find("load") != std::string::npos || row.name.find("read") != std::string::npos;
-    const double ref = load ? t.at("read") : t.at("plain_write");
-    std::printf("| %-38s | %7.3f s | %8.0f | %6.2fx | %6.0f MB |\n", row.name.c_str(), row.seconds,
-                mb / row.seconds, ref / row.seconds, row.peak_rss_mb);
-  }
-  std::printf(
-      "\n(vs ref: throughput relative to the plain write+fsync row for saves, to the plain "
-      "read row for loads.)\n\nTargets:\n");
-  auto check = [](const char* what, double value, double target, bool at_least) {
-    const bool met = at_least ? value >= target : value <= target;
-    std::printf("- %-62s %6.2f%s (target %s %.2f%s): %s\n", what, value, at_least ? "x" : "",
-                at_least ? ">=" : "<=", target, at_least ? "x" : "", met ? "met" : "NOT MET");
-  };
-  check("ckpt durable save throughput / plain write+fsync", t.at("plain_write") / t.at("ckpt_save"),
-        0.9, true);
-  check("torch::save+fsync time / ckpt save time", t.at("torch_save") / t.at("ckpt_save"), 1.3,
-        true);
-  if (t.count("py_save")) {
-    check("Python torch.save+fsync time / ckpt save time", t.at("py_save") / t.at("ckpt_save"), 1.3,
-          true);
-  }
-  if (t.count("py_load")) {
-    check("Python torch.load time / ckpt load (verified) time", t.at("py_load") / t.at("ckpt_load"),
-          1.0, true);
-  }
-  check("async blocked time / sync durable save time",
-        t.at("ckpt_async_blocked") / t.at("ckpt_save"), 0.10, false);
-}
-
-void bench_size(const Options& options, int64_t size_mb) {
-  const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  const std::string exe = self_exe();
-  // One child process per mode and run, the runs interleaved (run 1 of every mode, then run 2,
-  // ...), so that a disk that slows down for a while slows every row alike.
-  auto child = [&](const std::string& mode) {
-    return spawn({exe, "--child", mode, "--size", std::to_string(size_mb), "--reps", "1", "--dir",
-                  dir.string(), options.cold ? "--cold" : "--warm"});
-  };
-  const std::string script = CKPT_BENCH_SCRIPT;
-  std::map<std::string, std::vector<double>> runs;
-  std::map<std::string, double> rss;  // the largest peak of any run of the mode
-  auto record = [&](const ChildResult& r) {
-    for (const auto& [name, values] : r.results) {
-      runs[name].insert(runs[name].end(), values.begin(), values.end());
-      rss[name] = std::max(rss[name], r.peak_rss_mb);
-    }
-  };
-  const auto shape = child("state_bytes");
-  const auto& sb = shape.results.at("state_bytes");
-  std::fprintf(stderr, "state %lld MB: %.1f MB in %.0f tensors\n", static_cast<long long>(size_mb),
-               sb[0] / kMB, sb[1]);
-  for (int run = 0; run < options.reps; ++run) {
-    std::fprintf(stderr, "  run %d/%d:", run + 1, options.reps);
-    for (const char* mode : {"plain_write", "ckpt_save", "torch_save", "ckpt_async"}) {
-      std::fprintf(stderr, " %s", mode);
-      record(child(mode));
-    }
-    if (!options.skip_python) {
-      std::fprintf(stderr, " py_save");
-      record(spawn({options.python, script, "save", (dir / "ckpt" / "model_0.pt").string(),
-                    (dir / "py_save.pt").string(), "1"}));
-    }
-    for (const char* mode : {"read", "ckpt_load", "torch_load"}) {
-      std::fprintf(stderr, " %s", mode);
-      record(child(mode));
-    }
-    if (!options.skip_python) {
-      std::fprintf(stderr, " py_load");
-      std::vector<std::string> argv{options.python, script, "load", (dir / "py_save.pt").string(),
-                                    "1"};
-      if (options.cold) argv.push_back("cold");
-      record(spawn(argv));
-    }
-    std::fprintf(stderr, "\n");
-  }
-  std::map<std::string, double> t;
-  for (const auto& [name, values] : runs) t[name] = median(values);
-  auto row = [&](const std::string& label, const std::string& key) {
-    return t.count(key) ? Row{label, t.at(key), rss.at(key)} : Row{};
-  };
-  const std::vector<Row> rows{
-      row("plain write + fsync (reference)", "plain_write"),
-      row("ckpt DefaultCheckpointer::save (durable)", "ckpt_save"),
-      row("torch::save + fsync (LibTorch)", "torch_save"),
-      row("Python torch.save + fsync", "py_save"),
-      row("ckpt async save: blocked in save()", "ckpt_async_blocked"),
-      row("ckpt async save: until durable", "ckpt_async_durable"),
-      row("plain read (reference)", "read"),
-      row("ckpt load (verified)", "ckpt_load"),
-      row("torch::load (LibTorch)", "torch_load"),
-      row("Python torch.load", "py_load"),
-  };
-  print_table(size_mb, static_cast<uint64_t>(sb[0]), static_cast<int64_t>(sb[1]), options.reps,
-              options.cold, rows, t);
-  if (runs.count("ckpt_async_first")) {  // {blocked, until durable} of each first save
-    std::vector<double> blocked, durable;
-    const auto& first = runs.at("ckpt_async_first");
-    for (std::size_t i = 0; i + 1 < first.size(); i += 2) {
-      blocked.push_back(first[i]);
-      durable.push_back(first[i + 1]);
-    }
-    std::printf(
-        "\n(async rows: the second save of a checkpointer, which reuses the staging memory; "
-        "the first, which allocates it, blocked %.3f s and was durable after %.3f s)\n",
-        median(blocked), median(durable));
-  }
-  std::fflush(stdout);
-  fs::remove_all(dir);
-}
-
 void bench_latest(const Options& options) {
   if (options.file_counts.empty()) return;
   std::printf("\n### get_latest_file over one directory, median of %d runs\n\n", options.reps);
@@ -674,6 +608,167 @@ void check_target(const char* what, double value, double target, bool at_least) 
   const bool met = at_least ? value >= target : value <= target;
   std::printf("- %-66s %7.3f (target %s %.3f): %s\n", what, value, at_least ? ">=" : "<=", target,
               met ? "met" : "NOT MET");
+}
+
+// Issue 15: saves and loads of one state against their references, every ratio taken within one
+// run (a mode and its reference run next to each other, the order rotated from run to run), with
+// an A/A row per group (the reference against itself) that shows the noise floor. Loads run warm
+// (the file in the page cache) and cold (evicted first), and report the bytes they read.
+void bench_size(const Options& options, int64_t size_mb) {
+  const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string exe = self_exe();
+  const std::string script = CKPT_BENCH_SCRIPT;
+  // One child process per mode and run: its peak RSS is its own, and no run warms the next.
+  auto run_mode = [&](const std::string& mode, bool cold) -> ChildResult {
+    const std::string name = mode.substr(0, mode.find('#'));  // "#2": the A/A twin
+    if (name == "py_save") {
+      return spawn({options.python, script, "save", (dir / "ckpt" / "model_0.pt").string(),
+                    (dir / "py_save.pt").string(), "1"});
+    }
+    if (name == "py_load") {
+      std::vector<std::string> argv{options.python, script, "load", (dir / "py_save.pt").string(),
+                                    "1"};
+      if (cold) argv.push_back("cold");
+      return spawn(argv);
+    }
+    return spawn({exe, "--child", name, "--size", std::to_string(size_mb), "--reps", "1", "--dir",
+                  dir.string(), cold ? "--cold" : "--warm"});
+  };
+  const auto shape = run_mode("state_bytes", false);
+  const auto& sb = shape.results.at("state_bytes");
+  std::fprintf(stderr, "state %lld MB: %.1f MB in %.0f tensors\n", static_cast<long long>(size_mb),
+               sb[0] / kMB, sb[1]);
+
+  std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
+  if (!options.skip_python) saves.push_back("py_save");
+  std::vector<std::string> loads{"read",      "ckpt_load",    "ckpt_load#2", "ckpt_load_nomap",
+                                 "ckpt_open", "ckpt_weights", "torch_load"};
+  if (!options.skip_python) {
+    loads.push_back("py_load");
+    loads.push_back("py_load#2");
+  }
+  // values[key][run]: seconds (key = mode, or "cold:" + mode), and the bytes it read.
+  std::map<std::string, std::vector<double>> seconds, disk, asked;
+  std::map<std::string, double> rss, file_bytes;
+  for (int run = 0; run < options.reps; ++run) {
+    std::fprintf(stderr, "  run %d/%d:", run + 1, options.reps);
+    for (const auto& mode : rotated(saves, run)) {
+      std::fprintf(stderr, " %s", mode.c_str());
+      const ChildResult r = run_mode(mode, false);
+      const std::string name = mode.substr(0, mode.find('#'));
+      seconds[mode].push_back(r.results.at(name).at(0));
+      rss[mode] = std::max(rss[mode], r.peak_rss_mb);
+    }
+    // ckpt_save wrote ckpt/model_0.pt, torch_save torch_save.pt, py_save py_save.pt: the loads'.
+    for (const bool cold : {false, true}) {
+      for (const auto& mode : rotated(loads, run)) {
+        std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
+        const ChildResult r = run_mode(mode, cold);
+        const std::string name = mode.substr(0, mode.find('#'));
+        const std::string key = (cold ? "cold:" : "") + mode;
+        seconds[key].push_back(r.results.at(name).at(0));
+        rss[key] = std::max(rss[key], r.peak_rss_mb);
+        if (r.results.count(name + "_disk_bytes")) {
+          disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
+          file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
+        }
+        if (r.results.count(name + "_asked_bytes")) {
+          asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
+        }
+      }
+    }
+    std::fprintf(stderr, "\n");
+  }
+  // The ratio of `reference` over `mode`, run by run: > 1 means `mode` is faster.
+  auto ratios = [&](const std::string& reference, const std::string& mode) {
+    std::vector<double> r;
+    if (!seconds.count(reference) || !seconds.count(mode)) return r;
+    for (std::size_t i = 0; i < seconds.at(mode).size(); ++i) {
+      r.push_back(seconds.at(reference)[i] / seconds.at(mode)[i]);
+    }
+    return r;
+  };
+  const double mb = sb[0] / kMB;
+  std::printf(
+      "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam), %d paired runs, rotated "
+      "order\n\n",
+      static_cast<long long>(size_mb), mb, sb[1], options.reps);
+  std::printf("| %-44s | %9s | %8s | %-26s | %-24s | %9s | %9s |\n", "mode", "median", "MB/s",
+              "ratio", "(reference / mode)", "disk read", "peak RSS");
+  std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(),
+              std::string(11, '-').c_str(), std::string(10, '-').c_str(),
+              std::string(28, '-').c_str(), std::string(26, '-').c_str(),
+              std::string(11, '-').c_str(), std::string(11, '-').c_str());
+  auto row = [&](const std::string& label, const std::string& key, const std::string& reference,
+                 const std::string& reference_label) {
+    if (!seconds.count(key)) return;
+    const double t = median(seconds.at(key));
+    char read_text[32] = "";
+    if (disk.count(key)) {
+      std::snprintf(read_text, sizeof read_text, "%.1f MB", median(disk.at(key)) / kMB);
+    }
+    std::printf("| %-44s | %7.3f s | %8.0f | %-26s | %-24s | %9s | %6.0f MB |\n", label.c_str(), t,
+                mb / t, reference.empty() ? "-" : summary(ratios(reference, key)).c_str(),
+                reference_label.c_str(), read_text, rss.at(key));
+  };
+  row("plain write + fsync (reference)", "plain_write", "", "");
+  row("plain write + fsync again (A/A)", "plain_write#2", "plain_write", "plain write");
+  row("ckpt save (DefaultCheckpointer, durable)", "ckpt_save", "plain_write", "plain write");
+  row("torch::save + fsync (LibTorch)", "torch_save", "ckpt_save", "over ckpt save");
+  row("Python torch.save + fsync", "py_save", "ckpt_save", "over ckpt save");
+  for (const bool cold : {false, true}) {
+    const std::string c = cold ? "cold:" : "";
+    const std::string w = cold ? ", cold" : ", warm";
+    row("Python torch.load (reference)" + w, c + "py_load", "", "");
+    row("Python torch.load again (A/A)" + w, c + "py_load#2", c + "py_load", "py load");
+    row("ckpt load, verified, mmap" + w, c + "ckpt_load", c + "py_load", "py load");
+    row("ckpt load, verified, mmap again (A/A)" + w, c + "ckpt_load#2", c + "ckpt_load",
+        "ckpt load");
+    row("ckpt load, verified, read into memory" + w, c + "ckpt_load_nomap", c + "py_load",
+        "py load");
+    row("torch::load (LibTorch)" + w, c + "torch_load", c + "py_load", "py load");
+    row("plain read" + w, c + "read", c + "py_load", "py load");
+    row("ckpt lazy open (directory + data.pkl)" + w, c + "ckpt_open", c + "ckpt_load", "ckpt load");
+    row("ckpt weights only (partial, records checked)" + w, c + "ckpt_weights", c + "ckpt_load",
+        "ckpt load");
+  }
+  const double file_mb = file_bytes.count("ckpt_weights") ? file_bytes.at("ckpt_weights") : 0;
+  std::printf(
+      "\n(ratio: the reference's time over the row's in the same run, median [min-max]; "
+      "> 1 is faster than the reference. disk read: /proc/self/io read_bytes of the "
+      "load, 0 when the file is in the page cache.)\n");
+  if (asked.count("cold:ckpt_weights") && file_mb > 0) {
+    std::printf(
+        "ckpt weights only read %.1f%% of the %.1f MB file (%.1f MB: the records asked "
+        "for, the directory and data.pkl); lazy open read %.3f MB\n",
+        100.0 * median(asked.at("cold:ckpt_weights")) / file_mb, file_mb / kMB,
+        median(asked.at("cold:ckpt_weights")) / kMB, median(asked.at("cold:ckpt_open")) / kMB);
+  }
+  std::printf("\nTargets (paired medians):\n");
+  auto med = [&](const std::string& reference, const std::string& mode) {
+    const auto r = ratios(reference, mode);
+    return r.empty() ? 0.0 : median(r);
+  };
+  check_target("ckpt save throughput / plain write+fsync", med("plain_write", "ckpt_save"), 0.95,
+               true);
+  check_target("torch::save+fsync time / ckpt save time", med("torch_save", "ckpt_save"), 1.3,
+               true);
+  if (!options.skip_python) {
+    check_target("Python torch.load / ckpt verified load (mmap), warm", med("py_load", "ckpt_load"),
+                 2.0, true);
+    check_target("Python torch.load / ckpt verified load (mmap), cold",
+                 med("cold:py_load", "cold:ckpt_load"), 1.0, true);
+  }
+  check_target("ckpt weights-only time / full verified load, cold",
+               1.0 / med("cold:ckpt_load", "cold:ckpt_weights"), 0.5, false);
+  if (asked.count("cold:ckpt_weights") && file_mb > 0) {
+    check_target("ckpt weights-only bytes read / file bytes",
+                 median(asked.at("cold:ckpt_weights")) / file_mb, 0.40, false);
+  }
+  std::fflush(stdout);
+  fs::remove_all(dir);
 }
 
 // Issue 16: the time an async save blocks the trainer, copy staged in the background or not, with

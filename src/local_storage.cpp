@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -80,6 +81,16 @@ class PosixReader final : public RandomAccessFile {
   ~PosixReader() override { ::close(fd_); }
 
   uint64_t size() const override { return size_; }
+  std::shared_ptr<char> map() const override {
+    if (size_ == 0) return nullptr;  // mmap refuses empty ranges; read() reports the file as empty
+    // Readable and writable but private (copy-on-write): a loaded tensor may alias the mapping and
+    // be modified in place like any other tensor without the file changing.
+    void* base = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_, 0);
+    if (base == MAP_FAILED) system_failure("memory mapping of", path_, errno);
+    const std::size_t length = size_;
+    return std::shared_ptr<char>(static_cast<char*>(base),
+                                 [length](char* p) { ::munmap(p, length); });
+  }
   void read(uint64_t offset, std::size_t size, void* out) const override {
     char* p = static_cast<char*>(out);
     while (size > 0) {

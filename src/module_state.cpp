@@ -50,15 +50,19 @@ std::string ModuleLoadReport::to_string() const {
   return out.str();
 }
 
-ModuleLoadReport load_module_state(torch::nn::Module& module, const StateDict& state,
-                                   bool strict) {
+namespace {
+
+// The module's parameters and buffers that `state` fills (and how), and what does not match.
+ModuleLoadReport match(const torch::nn::Module& module, const StateDict& state,
+                       std::vector<std::pair<at::Tensor, at::Tensor>>* copies) {
   std::vector<std::pair<std::string, at::Tensor>> targets;
-  for (const auto& item : module.named_parameters(true)) targets.emplace_back(item.key(), item.value());
-  for (const auto& item : module.named_buffers(true)) targets.emplace_back(item.key(), item.value());
+  for (const auto& item : module.named_parameters(true))
+    targets.emplace_back(item.key(), item.value());
+  for (const auto& item : module.named_buffers(true))
+    targets.emplace_back(item.key(), item.value());
 
   ModuleLoadReport report;
   std::unordered_set<std::string> known;
-  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
   for (const auto& [name, target] : targets) {
     known.insert(name);
     if (!state.contains(name)) {
@@ -71,11 +75,23 @@ ModuleLoadReport load_module_state(torch::nn::Module& module, const StateDict& s
                                        " vs module shape " + c10::str(target.sizes()));
       continue;
     }
-    copies.emplace_back(target, value.toTensor());
+    if (copies != nullptr) copies->emplace_back(target, value.toTensor());
   }
   for (const auto& [key, value] : state) {
     if (known.count(key) == 0) report.unexpected_keys.push_back(key);
   }
+  return report;
+}
+
+}  // namespace
+
+ModuleLoadReport check_module_state(const torch::nn::Module& module, const StateDict& state) {
+  return match(module, state, nullptr);
+}
+
+ModuleLoadReport load_module_state(torch::nn::Module& module, const StateDict& state, bool strict) {
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+  const ModuleLoadReport report = match(module, state, &copies);
   if (strict && !report.ok()) {
     throw CheckpointError("cannot load module state (strict): " + report.to_string());
   }

@@ -3,8 +3,9 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 
+#include "detail/archive.h"
 #include "detail/atomic_file.h"
-#include "detail/pickle_reader.h"
+#include "detail/byte_source.h"
 #include "detail/pickle_writer.h"
 #include "detail/temporary_name.h"
 #include "detail/zip.h"
@@ -40,8 +41,6 @@ std::array<decltype(&std::declval<C&>().metadata), kCheckpointKeyCount> parts(C&
   return {&c.module_interface_state, &c.trainer_state,   &c.trainer_backend_state,
           &c.registered_state,       &c.hyperparameters, &c.metadata};
 }
-
-std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
 }  // namespace
 
@@ -92,44 +91,19 @@ void save_text_file(const std::string& contents, const std::filesystem::path& pa
 
 namespace {
 
-void check_format(const detail::ZipReader& zip, const std::string& source) {
-  if (const auto* entry = zip.find(kFormatRecord)) {
-    const std::string text(zip.data(*entry), entry->size);
-    char* end = nullptr;
-    const long long version = std::strtoll(text.c_str(), &end, 10);
-    if (end == text.c_str() || version < 1) {
-      throw CheckpointError(source + ": unreadable format version '" + text + "'", source);
-    }
-    if (version > kFormatVersion) {
-      throw CheckpointError(source + " has format version " + std::to_string(version) +
-                                "; this ckpt reads versions 1 to " + std::to_string(kFormatVersion),
-                            source);
-    }
-  }
-  if (zip.find("data.pkl") == nullptr) {
-    throw CheckpointError(source + " has no data.pkl record: not a torch.save file", source);
-  }
-}
-
-// A parsed, verified file.
-detail::ZipReader open_verified(const std::filesystem::path& path, Storage& storage) {
+// A parsed, verified file, held whole in memory (mapped where the storage maps files).
+detail::Archive open_verified(const std::filesystem::path& path, Storage& storage) {
   const auto info = storage.stat(path);
   if (!info) {
     throw CheckpointError("checkpoint file " + path.string() + " does not exist", path, ENOENT);
   }
   if (info->is_directory) throw CheckpointError(path.string() + " is not a regular file", path);
-  auto buffer = detail::read_file_buffer(*storage.open(path), path.string());
-  if (buffer->size == 0) {
+  std::shared_ptr<const detail::ByteSource> source =
+      detail::whole_file_source(storage.open(path), path.string());
+  if (source->size() == 0) {
     throw CheckpointError(path.string() + " is empty (0 bytes): not a checkpoint", path);
   }
-  detail::ZipReader zip(std::move(buffer), path.string());
-  zip.verify();
-  check_format(zip, path.string());
-  return zip;
-}
-
-void release_buffer(void* context) {
-  delete static_cast<std::shared_ptr<detail::FileBuffer>*>(context);
+  return detail::Archive(source, detail::Archive::Check::whole_file);
 }
 
 }  // namespace
@@ -144,52 +118,17 @@ std::string temporary_target(const std::string& filename) {
 
 namespace detail {
 
-c10::IValue unpickle_archive(const ZipReader& zip, const std::string& source) {
-  const auto* pickle = zip.find("data.pkl");
-  // Tensors alias the file buffer (records are 64-byte aligned): no copy of their bytes.
-  auto load_storage = [&](const std::string& key, c10::ScalarType type,
-                          int64_t numel) -> c10::Storage {
-    const std::string record = "data/" + key;
-    const auto* entry = zip.find(record);
-    if (entry == nullptr) {
-      throw CheckpointError(source + ": storage record '" + record + "' is missing", source);
-    }
-    const unsigned __int128 expected =
-        static_cast<unsigned __int128>(static_cast<uint64_t>(numel)) * c10::elementSize(type);
-    if (entry->size < expected) {
-      throw CheckpointError(source + ": storage record '" + record + "' has " +
-                                std::to_string(entry->size) + " bytes, expected " +
-                                std::to_string(static_cast<uint64_t>(expected)),
-                            source);
-    }
-    void* data = const_cast<char*>(zip.data(*entry));
-    at::DataPtr data_ptr(data, new std::shared_ptr<FileBuffer>(zip.buffer()), &release_buffer,
-                         at::Device(at::kCPU));
-    return c10::Storage(c10::Storage::use_byte_size_t(), entry->size, std::move(data_ptr), nullptr,
-                        false);
-  };
-  try {
-    return read_pickle(zip.data(*pickle), pickle->size, load_storage, source);
-  } catch (const c10::Error& e) {
-    throw CheckpointError("cannot read " + source + ": " + first_line(e.what_without_backtrace()),
-                          source);
-  } catch (const std::bad_alloc&) {
-    throw CheckpointError("cannot read " + source + ": out of memory", source);
-  }
-}
-
 c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
                                bool verify) {
-  ZipReader zip(std::move(buffer), source);
-  if (verify) zip.verify();
-  check_format(zip, source);
-  return unpickle_archive(zip, source);
+  const Archive archive(memory_source(buffer->data, buffer->size, source),
+                        verify ? Archive::Check::whole_file : Archive::Check::none);
+  return archive.load(/*check_records=*/false);
 }
 
 }  // namespace detail
 
 c10::IValue load_ivalue_file(const std::filesystem::path& path, Storage& storage) {
-  return detail::unpickle_archive(open_verified(path, storage), path.string());
+  return open_verified(path, storage).load(/*check_records=*/false);
 }
 
 uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,

@@ -207,13 +207,13 @@ int run_inspect(const std::vector<std::string>& args) {
       "Usage: ckpt inspect FILE [--key PATH] [--json]\n\n"
       "The tree of keys in a checkpoint, model or safetensors file: dtype, shape and bytes of\n"
       "each tensor, scalars and strings as Python shows them, totals at the bottom. The file is\n"
-      "verified first.";
+      "verified first; with --key only the records under PATH are read, each checked by its\n"
+      "CRC-32.";
   if (!parse_arguments(args, options, {{"FILE", 1}}, usage, vm)) return kExitOk;
   const fs::path file = vm["FILE"].as<std::vector<std::string>>().front();
   require_path(file, /*want_dir=*/false, "FILE");
   const FileKind kind = kind_of(file);
-  const c10::IValue root = load_any(file);
-  const c10::IValue value = key.empty() ? root : at_key(root, key, file.string());
+  const c10::IValue value = load_any_at(file, key);
   const uint64_t size = stored_size(file).value_or(0);
 
   Totals totals;
@@ -337,8 +337,7 @@ int run_diff(const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> order(2);
   for (int i = 0; i < 2; ++i) {
     require_path(paths[i], /*want_dir=*/false, i == 0 ? "A" : "B");
-    const c10::IValue root = load_any(paths[i]);
-    const c10::IValue value = key.empty() ? root : at_key(root, key, paths[i]);
+    const c10::IValue value = load_any_at(paths[i], key);
     for_each_leaf(value, "", [&](const std::string& path, const c10::IValue& leaf) {
       leaves[i].emplace(path, leaf);
       order[i].push_back(path);

@@ -2,6 +2,7 @@
 
 #include "tool_common.h"
 
+#include <ckpt/checkpoint_reader.h>
 #include <ckpt/default_checkpointer.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
@@ -56,17 +57,15 @@ int run_export(const std::vector<std::string>& args) {
   const auto out_info = storage().stat(out_path);
   if (out_info && out_info->is_directory) throw UsageError("-o " + out + " is a directory");
 
-  const c10::IValue root = load_any(file);
-  c10::IValue value;
+  // A checkpoint's weights are read without its optimizer and trainer state: only their records.
   std::string chosen = key;
-  if (!key.empty()) {
-    value = at_key(root, key, file.string());
-  } else if (root.isGenericDict() && root.toGenericDict().contains("module_interface_state")) {
-    chosen = "module_interface_state";
-    value = root.toGenericDict().at("module_interface_state");
-  } else {
-    value = root;
+  if (chosen.empty() && kind_of(file) == FileKind::kTorchZip) {
+    const c10::IValue outline = CheckpointReader(file, storage()).outline();
+    if (outline.isGenericDict() && outline.toGenericDict().contains("module_interface_state")) {
+      chosen = "module_interface_state";
+    }
   }
+  const c10::IValue value = load_any_at(file, chosen);
   const std::string what = file.string() + (chosen.empty() ? std::string() : " at --key " + chosen);
   if (!value.isGenericDict()) {
     throw std::runtime_error(what + " is a " + value_string(value) +

@@ -1,6 +1,7 @@
 #include "tool_common.h"
 
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/checkpoint_reader.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
 #include <ckpt/state_dict.h>
@@ -101,59 +102,24 @@ std::string key_string(const c10::IValue& key) {
   return value_string(key);
 }
 
-std::string available(const c10::IValue& value) {
-  std::string keys;
-  int shown = 0;
-  if (value.isGenericDict()) {
-    for (const auto& item : value.toGenericDict()) {
-      if (shown++ == 12) return keys + ", ...";
-      keys += (keys.empty() ? "" : ", ") + key_string(item.key());
-    }
-    return keys.empty() ? "an empty dict" : "keys " + keys;
-  }
-  if (value.isList()) return "a list of " + std::to_string(value.toListRef().size());
-  if (value.isTuple()) return "a tuple of " + std::to_string(value.toTupleRef().elements().size());
-  return "a " + std::string(value.tagKind()) + ", not a container";
-}
-
 }  // namespace
 
 c10::IValue at_key(const c10::IValue& root, const std::string& key, const std::string& file) {
-  c10::IValue value = root;
-  std::string walked;
-  std::size_t begin = 0;
-  while (begin <= key.size()) {
-    const std::size_t end = std::min(key.find('/', begin), key.size());
-    const std::string step = key.substr(begin, end - begin);
-    begin = end + 1;
-    if (step.empty()) continue;
-    const std::string where = walked.empty() ? "the top level" : "'" + walked + "'";
-    bool found = false;
-    if (value.isGenericDict()) {
-      for (const auto& item : value.toGenericDict()) {
-        if (key_string(item.key()) == step) {
-          value = item.value();
-          found = true;
-          break;
-        }
-      }
-    } else if (value.isList() || value.isTuple()) {
-      const auto& items =
-          value.isList() ? value.toListRef().vec() : value.toTupleRef().elements().vec();
-      char* rest = nullptr;
-      const long long index = std::strtoll(step.c_str(), &rest, 10);
-      if (*rest == '\0' && index >= 0 && static_cast<std::size_t>(index) < items.size()) {
-        value = items[static_cast<std::size_t>(index)];
-        found = true;
-      }
-    }
-    if (!found) {
-      throw UsageError("--key " + key + ": no '" + step + "' in " + where + " of " + file +
-                       " (it has " + available(value) + ")");
-    }
-    walked += (walked.empty() ? "" : "/") + step;
+  try {
+    return value_at_key(root, key, file);
+  } catch (const CheckpointError& e) {
+    // The library's message starts "key K: ..."; the tool names the flag.
+    throw UsageError(std::string("--") + e.what());
   }
-  return value;
+}
+
+c10::IValue load_any_at(const fs::path& path, const std::string& key) {
+  if (key.empty()) return load_any(path);
+  if (kind_of(path) == FileKind::kSafetensors) return at_key(load_any(path), key, path.string());
+  // Only the records under the key are read, each checked by its CRC-32 before use.
+  const CheckpointReader reader(path, storage());
+  at_key(reader.outline(), key, path.string());  // a missing key is a usage error
+  return reader.load(key, Verification::records_read);
 }
 
 void for_each_leaf(const c10::IValue& root, const std::string& path,

@@ -63,6 +63,10 @@ void verify_any(const std::filesystem::path& path);
 /// Reads a torch.save/ckpt zip file or a safetensors file (a dict of tensors) into an IValue.
 c10::IValue load_any(const std::filesystem::path& path);
 
+/// The value at `key` in `path` (the whole file, verified, if `key` is empty). For a torch.save
+/// zip only the records under `key` are read, each checked by its CRC-32 (CheckpointReader).
+/// Throws UsageError for a missing key, CheckpointError for a bad file.
+c10::IValue load_any_at(const std::filesystem::path& path, const std::string& key);
 /// The value at `key` inside `root`: `/`-separated steps, each a dict key (string or int) or a
 /// list/tuple index (dots are part of module keys: `module_interface_state/0.weight`). Throws
 /// UsageError naming the step that does not exist and what is there instead.

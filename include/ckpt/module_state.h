@@ -33,6 +33,9 @@ struct ModuleLoadReport {
   std::string to_string() const;
 };
 
+/// What load_module_state(module, state, false) would report, without copying anything.
+ModuleLoadReport check_module_state(const torch::nn::Module& module, const StateDict& state);
+
 /// Copies the tensors in `state` into the module's parameters and buffers (values converted to the
 /// module's dtypes, without recording gradients). With `strict`, any missing or unexpected key or
 /// shape mismatch throws CheckpointError naming every offending key and both shapes, before

@@ -49,6 +49,15 @@ class RandomAccessFile {
   /// Reads exactly `size` bytes at `offset` into `out`. Throws CheckpointError (naming the file)
   /// on failure or if the file ends before `offset + size`.
   virtual void read(uint64_t offset, std::size_t size, void* out) const = 0;
+  /// The whole file mapped into memory copy-on-write (as Python's `torch.load(mmap=True)` maps
+  /// it: writes to the memory stay private and never reach the file), or nullptr where this file
+  /// cannot be mapped: the default, and then readers use read(). A page is read from the file when
+  /// it is first touched, so a reader that uses a few records reads only their pages. The mapping
+  /// stays valid while the returned pointer or a copy of it lives, also after this file is
+  /// destroyed or the file removed. It relies on the file not being truncated while mapped, which
+  /// holds for files ckpt writes (a save replaces a file, it never rewrites one in place). Throws
+  /// CheckpointError naming the file if mapping is supported but fails.
+  virtual std::shared_ptr<char> map() const { return nullptr; }
 };
 
 /// The seam through which ckpt does all checkpoint I/O, in the manner of LevelDB's `Env` and

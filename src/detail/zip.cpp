@@ -5,8 +5,6 @@
 #include <isa-l/crc.h>
 #include <zlib.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -34,7 +32,6 @@ constexpr std::size_t kEnd64Size = 56;
 constexpr std::size_t kEnd64LocatorSize = 20;
 constexpr std::size_t kCommentSize = 19;  // "ckpt-crc32:" + 8 hex digits
 constexpr std::size_t kChunk = 4 << 20;
-constexpr std::size_t kHugePage = 2 << 20;
 
 void put16(std::string& out, uint16_t v) {
   out.push_back(static_cast<char>(v & 0xff));
@@ -212,65 +209,51 @@ void ZipWriter::finish() {
 
 // ---------------------------------------------------------------- reader
 
-std::shared_ptr<FileBuffer> read_file_buffer(const RandomAccessFile& file,
-                                             const std::string& path) {
-  auto buffer = std::make_shared<FileBuffer>();
-  buffer->size = static_cast<std::size_t>(file.size());
-  // Large buffers in transparent huge pages where the system allows it: a fresh buffer costs a
-  // page fault per page, which dominates the time a large load takes.
-  const std::size_t alignment = buffer->size >= kHugePage ? kHugePage : kAlignment;
-  const std::size_t capacity = (buffer->size + alignment) / alignment * alignment;
-  buffer->data = std::unique_ptr<char, void (*)(void*)>(
-      static_cast<char*>(std::aligned_alloc(alignment, capacity)), &std::free);
-  if (buffer->data && alignment == kHugePage) {
-    ::madvise(buffer->data.get(), capacity, MADV_HUGEPAGE);  // advice only: failure is harmless
-  }
-  if (!buffer->data) {
-    throw CheckpointError(
-        "cannot read " + path + ": out of memory for " + std::to_string(buffer->size) + " bytes",
-        path, ENOMEM);
-  }
-  file.read(0, buffer->size, buffer->data.get());
-  return buffer;
-}
-
 void ZipReader::fail(const std::string& what) const {
-  throw CheckpointError(source_ + ": not a valid checkpoint zip: " + what, source_);
+  throw CheckpointError(name() + ": not a valid checkpoint zip: " + what, name());
 }
 
-ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
-    : buffer_(std::move(buffer)), source_(std::move(source)) {
-  const char* base = buffer_->data.get();
-  const uint64_t size = buffer_->size;
-  // PyTorch's legacy format (torch.save before 1.6, or with _use_new_zipfile_serialization=False)
-  // is a pickle stream, not a zip: it starts with protocol 2 and its magic number
-  // 0x1950a86a20f9469cfc6c. Say so, and how to convert it, instead of "not a zip file".
-  static constexpr unsigned char kLegacyStart[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
-                                                   0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
-  if (size >= sizeof kLegacyStart && std::memcmp(base, kLegacyStart, sizeof kLegacyStart) == 0) {
-    throw CheckpointError(
-        source_ +
-            " is in PyTorch's legacy serialization format (torch.save before PyTorch 1.6, or "
-            "with _use_new_zipfile_serialization=False), which ckpt does not read; re-save it "
-            "in the zip format with Python: torch.save(torch.load(\"" +
-            source_ + "\"), \"" + source_ + "\")",
-        source_);
-  }
-  if (size < kEndSize) fail("too short (" + std::to_string(size) + " bytes)");
-
+ZipReader::ZipReader(std::shared_ptr<const ByteSource> source) : source_(std::move(source)) {
+  const uint64_t size = source_->size();
+  // The end record sits within its maximal comment of the end, the zip64 records just before it:
+  // one read of the tail serves all of them and, for checkpoints, the central directory too.
+  const uint64_t tail_size =
+      std::min<uint64_t>(size, kEndSize + 0xffff + kEnd64LocatorSize + kEnd64Size);
+  const uint64_t tail_offset = size - tail_size;
+  const Bytes tail = source_->view(tail_offset, tail_size);
+  auto at = [&](uint64_t offset) { return tail.begin() + (offset - tail_offset); };
   // The end record: the last signature whose comment reaches exactly the end of the file.
   uint64_t end_pos = 0;
   bool found = false;
-  const uint64_t lowest = size >= kEndSize + 0xffff ? size - kEndSize - 0xffff : 0;
-  for (uint64_t pos = size - kEndSize + 1; pos-- > lowest;) {
-    if (get(base + pos, 4) == kEndSig && pos + kEndSize + get(base + pos + 20, 2) == size) {
+  for (uint64_t pos = size >= kEndSize ? size - kEndSize + 1 : 0; pos-- > tail_offset;) {
+    if (get(at(pos), 4) == kEndSig && pos + kEndSize + get(at(pos) + 20, 2) == size) {
       end_pos = pos;
       found = true;
       break;
     }
   }
+  // PyTorch's legacy format (torch.save before 1.6, or with _use_new_zipfile_serialization=False)
+  // is a pickle stream, not a zip: it starts with protocol 2 and its magic number
+  // 0x1950a86a20f9469cfc6c. Say so, and how to convert it, instead of "not a zip file".
+  static constexpr unsigned char kLegacyStart[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
+                                                   0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  if (!found && size >= sizeof kLegacyStart) {
+    const Bytes start =
+        tail_offset == 0 ? tail : source_->view(0, static_cast<uint64_t>(sizeof kLegacyStart));
+    if (std::memcmp(start.begin(), kLegacyStart, sizeof kLegacyStart) == 0) {
+      const std::string& file = source_->name();
+      throw CheckpointError(
+          file +
+              " is in PyTorch's legacy serialization format (torch.save before PyTorch 1.6, or "
+              "with _use_new_zipfile_serialization=False), which ckpt does not read; re-save it "
+              "in the zip format with Python: torch.save(torch.load(\"" +
+              file + "\"), \"" + file + "\")",
+          file);
+    }
+  }
+  if (!found && size < kEndSize) fail("too short (" + std::to_string(size) + " bytes)");
   if (!found) fail("no end-of-central-directory record (truncated or not a zip file)");
-  const char* end = base + end_pos;
+  const char* end = at(end_pos);
   const uint64_t comment_size = get(end + 20, 2);
   const std::string comment(end + kEndSize, comment_size);
   // torch.save writes no comment; ckpt writes exactly its checksum. Anything else is damage.
@@ -290,7 +273,7 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
   uint64_t cd_offset = get(end + 16, 4);
   uint64_t cd_limit = end_pos;
   if (count == 0xffff || cd_size == k32Max || cd_offset == k32Max) {
-    if (end_pos < kEnd64LocatorSize) fail("zip64 locator missing");
+    if (end_pos - tail_offset < kEnd64LocatorSize) fail("zip64 locator missing");
     const char* locator = end - kEnd64LocatorSize;
     if (get(locator, 4) != kEnd64LocatorSig) fail("zip64 locator missing");
     const uint64_t end64_pos = get(locator + 8, 8);
@@ -298,7 +281,12 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
         end_pos - kEnd64LocatorSize - end64_pos < kEnd64Size) {
       fail("zip64 end record out of bounds");
     }
-    const char* end64 = base + end64_pos;
+    const Bytes end64_bytes =
+        end64_pos >= tail_offset
+            ? Bytes{std::shared_ptr<char>(tail.data, tail.data.get() + (end64_pos - tail_offset)),
+                    kEnd64Size}
+            : source_->view(end64_pos, kEnd64Size);
+    const char* end64 = end64_bytes.begin();
     if (get(end64, 4) != kEnd64Sig) fail("bad zip64 end record signature");
     count = get(end64 + 32, 8);
     cd_size = get(end64 + 40, 8);
@@ -309,9 +297,10 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     fail("central directory out of bounds");
   if (count > cd_size / kCentralHeaderSize) fail("more entries than the central directory holds");
 
+  const Bytes directory = source_->view(cd_offset, cd_size);
   std::unordered_set<std::string> names;
   std::string prefix;
-  const char* cd = base + cd_offset;
+  const char* cd = directory.begin();
   uint64_t pos = 0;
   for (uint64_t i = 0; i < count; ++i) {
     if (cd_size - pos < kCentralHeaderSize) fail("central directory truncated");
@@ -335,12 +324,12 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
       const uint64_t len = get(x + 2, 2);
       if (e + 4 + len > extra_size) fail("extra field of '" + name + "' out of bounds");
       if (id == kZip64ExtraId) {
-        uint64_t at = 4;
+        uint64_t at_field = 4;
         auto next = [&](uint64_t& field) {
           if (field != k32Max) return;
-          if (at + 8 > 4 + len) fail("zip64 field of '" + name + "' truncated");
-          field = get(x + at, 8);
-          at += 8;
+          if (at_field + 8 > 4 + len) fail("zip64 field of '" + name + "' truncated");
+          field = get(x + at_field, 8);
+          at_field += 8;
         };
         next(uncompressed);
         next(compressed);
@@ -354,11 +343,7 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     if (local_offset > cd_offset || cd_offset - local_offset < kLocalHeaderSize) {
       fail("record '" + name + "' header out of bounds");
     }
-    const char* local = base + local_offset;
-    if (get(local, 4) != kLocalHeaderSig) fail("record '" + name + "' has a bad local header");
-    const uint64_t data_offset =
-        local_offset + kLocalHeaderSize + get(local + 26, 2) + get(local + 28, 2);
-    if (data_offset > cd_offset || uncompressed > cd_offset - data_offset) {
+    if (cd_offset - local_offset - kLocalHeaderSize < uncompressed) {
       fail("record '" + name + "' data out of bounds");
     }
     if (i == 0) {
@@ -371,7 +356,17 @@ ZipReader::ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source)
     }
     name.erase(0, prefix.size());
     if (!names.insert(name).second) fail("duplicate record '" + name + "'");
-    entries_.push_back({std::move(name), data_offset, uncompressed, crc});
+    entries_.push_back({std::move(name), local_offset, uncompressed, crc, cd_offset});
+  }
+  // A record's span reaches the next record's header: read together with its header, the data
+  // descriptor and any padding, adjacent records make one contiguous range.
+  std::vector<Entry*> by_offset;
+  for (auto& entry : entries_) by_offset.push_back(&entry);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return a->header_offset < b->header_offset; });
+  for (std::size_t i = 0; i + 1 < by_offset.size(); ++i) {
+    by_offset[i]->span_end =
+        std::max(by_offset[i + 1]->header_offset, by_offset[i]->header_offset + kLocalHeaderSize);
   }
 }
 
@@ -382,34 +377,73 @@ const ZipReader::Entry* ZipReader::find(const std::string& name) const {
   return nullptr;
 }
 
+Bytes ZipReader::record_in(const Entry& entry, const Bytes& run, uint64_t run_offset) const {
+  const uint64_t header_at = entry.header_offset - run_offset;
+  if (run.size < header_at + kLocalHeaderSize) {
+    fail("record '" + entry.name + "' header out of bounds");
+  }
+  const char* local = run.begin() + header_at;
+  if (get(local, 4) != kLocalHeaderSig) fail("record '" + entry.name + "' has a bad local header");
+  const uint64_t data_at = header_at + kLocalHeaderSize + get(local + 26, 2) + get(local + 28, 2);
+  if (data_at > run.size || entry.size > run.size - data_at) {
+    fail("record '" + entry.name + "' data out of bounds");
+  }
+  return {std::shared_ptr<char>(run.data, run.data.get() + data_at),
+          static_cast<std::size_t>(entry.size)};
+}
+
+std::vector<Bytes> ZipReader::read(const std::vector<const Entry*>& records, bool check_crc) const {
+  // Group the records into runs of adjacent spans, each read as one range.
+  std::vector<std::size_t> order(records.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return records[a]->header_offset < records[b]->header_offset;
+  });
+  std::vector<Bytes> result(records.size());
+  std::size_t first = 0;
+  while (first < order.size()) {
+    std::size_t last = first;
+    uint64_t run_end = records[order[first]]->span_end;
+    while (last + 1 < order.size() && records[order[last + 1]]->header_offset <= run_end) {
+      ++last;
+      run_end = std::max(run_end, records[order[last]]->span_end);
+    }
+    const uint64_t run_offset = records[order[first]]->header_offset;
+    const Bytes run = source_->view(run_offset, run_end - run_offset);
+    for (std::size_t i = first; i <= last; ++i) {
+      const Entry& entry = *records[order[i]];
+      Bytes bytes = record_in(entry, run, run_offset);
+      if (check_crc && crc32(0, bytes.begin(), bytes.size) != entry.crc) {
+        throw CheckpointError(
+            name() + ": checksum mismatch in record '" + entry.name + "' (the file is corrupt)",
+            name());
+      }
+      result[order[i]] = std::move(bytes);
+    }
+    first = last + 1;
+  }
+  return result;
+}
+
 void ZipReader::verify() const {
+  std::vector<const Entry*> all;
+  for (const auto& entry : entries_) all.push_back(&entry);
   if (has_file_checksum_) {
-    const uint32_t actual = crc32(0, buffer_->data.get(), checksummed_bytes_);
+    const Bytes whole = source_->view(0, checksummed_bytes_);
+    const uint32_t actual = crc32(0, whole.begin(), whole.size);
     if (actual != expected_file_crc_) {
       // Name the damaged record when its own CRC shows it; otherwise the damage is in metadata.
-      for (const auto& entry : entries_) {
-        if (crc32(0, data(entry), entry.size) != entry.crc) {
-          throw CheckpointError(
-              source_ + ": checksum mismatch in record '" + entry.name + "' (the file is corrupt)",
-              source_);
-        }
-      }
+      read(all, /*check_crc=*/true);
       char message[96];
       std::snprintf(message, sizeof message,
                     "whole-file checksum mismatch (expected %08x, got %08x)", expected_file_crc_,
                     actual);
-      throw CheckpointError(source_ + ": " + message + " in zip headers (the file is corrupt)",
-                            source_);
+      throw CheckpointError(name() + ": " + message + " in zip headers (the file is corrupt)",
+                            name());
     }
     return;  // the whole-file CRC covers every record's bytes
   }
-  for (const auto& entry : entries_) {
-    if (crc32(0, data(entry), entry.size) != entry.crc) {
-      throw CheckpointError(
-          source_ + ": checksum mismatch in record '" + entry.name + "' (the file is corrupt)",
-          source_);
-    }
-  }
+  read(all, /*check_crc=*/true);
 }
 
 }  // namespace ckpt::detail

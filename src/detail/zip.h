@@ -2,6 +2,8 @@
 
 #include <ckpt/storage.h>
 
+#include "detail/byte_source.h"
+
 #include <ATen/core/ivalue.h>
 
 #include <cstddef>
@@ -52,44 +54,44 @@ class ZipWriter {
   bool finished_ = false;
 };
 
-/// A whole file in memory, aligned for any tensor type.
-struct FileBuffer {
-  std::unique_ptr<char, void (*)(void*)> data{nullptr, nullptr};
-  std::size_t size = 0;
-};
-
-/// Reads the whole of `file` into an aligned buffer (`path` names it in errors).
-std::shared_ptr<FileBuffer> read_file_buffer(const RandomAccessFile& file, const std::string& path);
-
-/// A parsed zip container. Every offset and size is checked against the buffer, so a damaged or
-/// hostile file throws CheckpointError (naming `source`) instead of reading out of bounds.
+/// A parsed zip container, read through a ByteSource: the constructor reads only the end records
+/// and the central directory; a record's bytes are read when asked for. Every offset and size is
+/// checked against the file, so a damaged or hostile file throws CheckpointError (naming the
+/// source) instead of reading out of bounds.
 class ZipReader {
  public:
   struct Entry {
-    std::string name;  // without the `<archive>/` prefix
-    uint64_t data_offset;
+    std::string name;        // without the `<archive>/` prefix
+    uint64_t header_offset;  // of its local header
     uint64_t size;
     uint32_t crc;
+    uint64_t span_end;  // where the next record (or the central directory) starts
   };
 
-  ZipReader(std::shared_ptr<FileBuffer> buffer, std::string source);
+  explicit ZipReader(std::shared_ptr<const ByteSource> source);
 
   const Entry* find(const std::string& name) const;
   const std::vector<Entry>& entries() const noexcept { return entries_; }
-  const char* data(const Entry& entry) const { return buffer_->data.get() + entry.data_offset; }
-  const std::shared_ptr<FileBuffer>& buffer() const noexcept { return buffer_; }
+  const ByteSource& source() const noexcept { return *source_; }
+  const std::string& name() const noexcept { return source_->name(); }
+
+  /// The data of each of `records`, in the same order, checked against its CRC-32 first if
+  /// `check_crc`. Records next to each other in the file are read as one range.
+  std::vector<Bytes> read(const std::vector<const Entry*>& records, bool check_crc) const;
+  Bytes read(const Entry& record, bool check_crc) const { return read({&record}, check_crc)[0]; }
 
   /// True if the file carries ckpt's whole-file checksum (files written by Python do not).
   bool has_file_checksum() const noexcept { return has_file_checksum_; }
-  /// Checks the whole-file checksum (if present) and every record's CRC-32. Throws
-  /// CheckpointError naming the file and the damaged record.
+  /// Checks the whole-file checksum (if present; it covers every byte) or else every record's
+  /// CRC-32: reads the whole file. Throws CheckpointError naming the file and the damaged record.
   void verify() const;
 
  private:
   [[noreturn]] void fail(const std::string& what) const;
+  // The data of `entry` inside `run`, the file's bytes from `run_offset` on.
+  Bytes record_in(const Entry& entry, const Bytes& run, uint64_t run_offset) const;
 
-  std::shared_ptr<FileBuffer> buffer_;
-  std::string source_;
+  std::shared_ptr<const ByteSource> source_;
   std::vector<Entry> entries_;
   bool has_file_checksum_ = false;
   uint32_t expected_file_crc_ = 0;

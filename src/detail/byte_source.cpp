@@ -1,0 +1,158 @@
+#include "detail/byte_source.h"
+
+#include <ckpt/checkpoint_error.h>
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+namespace ckpt::detail {
+namespace {
+
+constexpr std::size_t kAlignment = 64;
+constexpr std::size_t kHugePage = 2 << 20;
+constexpr uint64_t kPage = 4096;
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14; older glibc headers lack the name
+#endif
+
+// Reads [data, data + size) of a mapping in now, as one request, rather than a page fault at a
+// time (each of which reads only a small window ahead): what a reader about to check or copy all
+// of it wants. Kernels before 5.14 lack MADV_POPULATE_READ: then readahead is only started.
+void populate(char* data, uint64_t size) {
+  char* start = data - reinterpret_cast<uintptr_t>(data) % kPage;
+  const std::size_t length = static_cast<std::size_t>(data + size - start);
+  if (::madvise(start, length, MADV_POPULATE_READ) != 0) ::madvise(start, length, MADV_WILLNEED);
+}
+
+// Uninitialised memory for `size` bytes whose first byte sits `lead` bytes past a 64-byte
+// boundary (so bytes read from file offset `o` with lead = o % 64 keep the file's alignment).
+std::shared_ptr<char> aligned_bytes(std::size_t size, std::size_t lead, const std::string& name) {
+  const std::size_t total = lead + size;
+  // Large buffers in transparent huge pages where the system allows it: a fresh buffer costs a
+  // page fault per page, which dominates the time a large load takes.
+  const std::size_t alignment = total >= kHugePage ? kHugePage : kAlignment;
+  const std::size_t capacity = (total + alignment) / alignment * alignment;
+  char* base = static_cast<char*>(std::aligned_alloc(alignment, capacity));
+  if (base == nullptr) {
+    throw CheckpointError(
+        "cannot read " + name + ": out of memory for " + std::to_string(size) + " bytes", name,
+        ENOMEM);
+  }
+  if (alignment == kHugePage) ::madvise(base, capacity, MADV_HUGEPAGE);  // advice: may fail
+  std::shared_ptr<char> owner(base, &std::free);
+  return std::shared_ptr<char>(owner, base + lead);
+}
+
+class MemorySource final : public ByteSource {
+ public:
+  MemorySource(std::shared_ptr<char> data, uint64_t size, std::string name, bool mapped)
+      : ByteSource(size, std::move(name)), data_(std::move(data)), mapped_(mapped) {}
+  bool in_memory() const noexcept override { return true; }
+
+ protected:
+  Bytes do_view(uint64_t offset, uint64_t size) const override {
+    // A large view of a mapping is about to be read whole (a record's CRC, a tensor's copy).
+    if (mapped_ && size >= kPrefetchAtLeast) populate(data_.get() + offset, size);
+    return {std::shared_ptr<char>(data_, data_.get() + offset), static_cast<std::size_t>(size)};
+  }
+
+ private:
+  static constexpr uint64_t kPrefetchAtLeast = 1 << 20;
+  std::shared_ptr<char> data_;
+  bool mapped_;
+};
+
+// Reads each view from the file; keeps the longest view that reaches the end of the file, since
+// a zip reader asks for the directory there first and for parts of it after.
+class RangedSource final : public ByteSource {
+ public:
+  RangedSource(std::unique_ptr<RandomAccessFile> file, std::string name)
+      : ByteSource(file->size(), std::move(name)), file_(std::move(file)) {}
+  bool in_memory() const noexcept override { return false; }
+
+ protected:
+  Bytes do_view(uint64_t offset, uint64_t size) const override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (tail_.data && offset >= tail_offset_) {
+        return {std::shared_ptr<char>(tail_.data, tail_.data.get() + (offset - tail_offset_)),
+                static_cast<std::size_t>(size)};
+      }
+    }
+    Bytes bytes{aligned_bytes(static_cast<std::size_t>(size), offset % kAlignment, name()),
+                static_cast<std::size_t>(size)};
+    if (size > 0) file_->read(offset, static_cast<std::size_t>(size), bytes.data.get());
+    if (offset + size == this->size()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!tail_.data || offset < tail_offset_) {
+        tail_ = bytes;
+        tail_offset_ = offset;
+      }
+    }
+    return bytes;
+  }
+
+ private:
+  std::unique_ptr<RandomAccessFile> file_;
+  mutable std::mutex mutex_;
+  mutable Bytes tail_;
+  mutable uint64_t tail_offset_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<FileBuffer> read_file_buffer(const RandomAccessFile& file,
+                                             const std::string& name) {
+  auto buffer = std::make_shared<FileBuffer>();
+  buffer->size = static_cast<std::size_t>(file.size());
+  buffer->data = aligned_bytes(buffer->size, 0, name);
+  file.read(0, buffer->size, buffer->data.get());
+  return buffer;
+}
+
+Bytes ByteSource::view(uint64_t offset, uint64_t size) const {
+  if (offset > size_ || size > size_ - offset) {
+    throw CheckpointError(name_ + ": bytes " + std::to_string(offset) + " to " +
+                              std::to_string(offset + size) + " lie past the end of the " +
+                              std::to_string(size_) + "-byte file (truncated or damaged)",
+                          name_);
+  }
+  viewed_ += size;
+  return do_view(offset, size);
+}
+
+std::unique_ptr<ByteSource> memory_source(std::shared_ptr<char> data, uint64_t size,
+                                          std::string name) {
+  return std::make_unique<MemorySource>(std::move(data), size, std::move(name),
+                                        /*mapped=*/false);
+}
+
+std::unique_ptr<ByteSource> whole_file_source(std::unique_ptr<RandomAccessFile> file,
+                                              std::string name) {
+  const uint64_t size = file->size();
+  if (auto mapping = file->map()) {
+    // A whole-file load checks every byte, then hands out tensors aliasing them.
+    populate(mapping.get(), size);
+    return std::make_unique<MemorySource>(std::move(mapping), size, std::move(name),
+                                          /*mapped=*/false);
+  }
+  auto buffer = read_file_buffer(*file, name);
+  return memory_source(buffer->data, size, std::move(name));
+}
+
+std::unique_ptr<ByteSource> lazy_file_source(std::unique_ptr<RandomAccessFile> file,
+                                             std::string name) {
+  const uint64_t size = file->size();
+  if (auto mapping = file->map()) {
+    // Only the records asked for are touched, each read ahead as its view is taken.
+    return std::make_unique<MemorySource>(std::move(mapping), size, std::move(name),
+                                          /*mapped=*/true);
+  }
+  return std::make_unique<RangedSource>(std::move(file), std::move(name));
+}
+
+}  // namespace ckpt::detail
