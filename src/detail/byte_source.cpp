@@ -23,9 +23,13 @@ constexpr uint64_t kPage = 4096;
 // time (each of which reads only a small window ahead): what a reader about to check or copy all
 // of it wants. Kernels before 5.14 lack MADV_POPULATE_READ: then readahead is only started.
 void populate(char* data, uint64_t size) {
+  if (size == 0) return;
   char* start = data - reinterpret_cast<uintptr_t>(data) % kPage;
   const std::size_t length = static_cast<std::size_t>(data + size - start);
-  if (::madvise(start, length, MADV_POPULATE_READ) != 0) ::madvise(start, length, MADV_WILLNEED);
+  // WILLNEED first: it reads exactly this range ahead, in large requests, whatever readahead a
+  // page fault would do; the populate then waits for it and maps the pages.
+  ::madvise(start, length, MADV_WILLNEED);
+  ::madvise(start, length, MADV_POPULATE_READ);
 }
 
 // Uninitialised memory for `size` bytes whose first byte sits `lead` bytes past a 64-byte
@@ -55,13 +59,13 @@ class MemorySource final : public ByteSource {
 
  protected:
   Bytes do_view(uint64_t offset, uint64_t size) const override {
-    // A large view of a mapping is about to be read whole (a record's CRC, a tensor's copy).
-    if (mapped_ && size >= kPrefetchAtLeast) populate(data_.get() + offset, size);
+    // A view of a mapping is about to be read whole (the directory's parse, a record's CRC):
+    // read exactly it, not what a page fault's readahead around it would.
+    if (mapped_) populate(data_.get() + offset, size);
     return {std::shared_ptr<char>(data_, data_.get() + offset), static_cast<std::size_t>(size)};
   }
 
  private:
-  static constexpr uint64_t kPrefetchAtLeast = 1 << 20;
   std::shared_ptr<char> data_;
   bool mapped_;
 };
@@ -148,7 +152,9 @@ std::unique_ptr<ByteSource> lazy_file_source(std::unique_ptr<RandomAccessFile> f
                                              std::string name) {
   const uint64_t size = file->size();
   if (auto mapping = file->map()) {
-    // Only the records asked for are touched, each read ahead as its view is taken.
+    // Only the views asked for are touched, each read in as it is taken; no readahead beyond
+    // them (a fault's readahead around data.pkl read megabytes of records nobody asked for).
+    ::madvise(mapping.get(), size, MADV_RANDOM);
     return std::make_unique<MemorySource>(std::move(mapping), size, std::move(name),
                                           /*mapped=*/true);
   }
