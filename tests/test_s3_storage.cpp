@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <chrono>
 #include <future>
+#include <sstream>
 #include <thread>
 
 extern char** environ;
@@ -153,6 +154,37 @@ class ScopedEnv {
  private:
   const char* name_;
   std::optional<std::string> old_;
+};
+
+// The fixture's HTTPS gateway (scripts/s3-server.sh tls-gateway): a radosgw on the same cluster
+// whose certificate, for 127.0.0.1 and localhost, is signed by a CA made for it alone. Stopped by
+// its PID at the end of the test (and by `s3-server.sh stop` after a crash).
+class TlsGateway {
+ public:
+  TlsGateway() {
+    const auto result = run_command(script_ + " tls-gateway start " + fixture_);
+    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+    // Its last two lines: the https URL, then the CA's PEM file.
+    std::vector<std::string> lines;
+    std::istringstream in(result.output);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    BOOST_REQUIRE(lines.size() >= 2);
+    url_ = lines[lines.size() - 2];
+    ca_ = lines.back();
+    BOOST_REQUIRE_MESSAGE(url_.rfind("https://127.0.0.1:", 0) == 0, result.output);
+    BOOST_REQUIRE(fs::exists(ca_));
+  }
+  ~TlsGateway() { run_command(script_ + " tls-gateway stop " + fixture_); }
+  TlsGateway(const TlsGateway&) = delete;
+  TlsGateway& operator=(const TlsGateway&) = delete;
+
+  const std::string& url() const { return url_; }  ///< https://127.0.0.1:PORT
+  const std::string& ca() const { return ca_; }    ///< the CA that signed its certificate
+
+ private:
+  const std::string script_ = quote(std::string(CKPT_SOURCE_DIR) + "/scripts/s3-server.sh");
+  const std::string fixture_ = quote(s3_fixture().directory);
+  std::string url_, ca_;
 };
 
 }  // namespace
@@ -363,6 +395,128 @@ BOOST_AUTO_TEST_CASE(virtual_host_addressing) {
   put(storage, prefix + "/x y=z", "abc");  // a key that needs encoding
   BOOST_TEST(get(storage, prefix + "/x y=z") == "abc");
   BOOST_TEST(storage.list(prefix, false).at(0).path == fs::path(prefix + "/x y=z"));
+}
+
+// HTTPS with a private CA named the AWS way (AWS_CA_BUNDLE, or ca_bundle in the profile):
+// checkpoints saved by one PUT and by a multipart upload come back verified, boto3 and the AWS
+// CLI (verifying against the same CA) see the same objects, and no request was retried.
+BOOST_AUTO_TEST_CASE(checkpoints_round_trip_over_https_with_aws_ca_bundle) {
+  TlsGateway gateway;
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.url());
+  ScopedEnv ca_bundle("AWS_CA_BUNDLE", gateway.ca());
+  ScopedEnv no_config_file("AWS_CONFIG_FILE", "/nonexistent/config");
+  const std::string prefix = unique_s3_prefix("https");
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.load_dir = prefix;
+  args.model_state_save_dir = "";
+  args.s3_part_size_mb = 5;
+  {
+    ckpt::DefaultCheckpointer checkpointer(args);
+    BOOST_TEST(checkpointer.load().empty());
+    checkpointer.save(checkpoint_at(0), 0);        // 1 KB: one PUT
+    checkpointer.save(checkpoint_at(1, 1200), 1);  // 5.8 MB: two parts of at most 5 MiB
+  }
+  S3Storage storage(small_parts());
+  BOOST_TEST(storage.endpoint() == gateway.url());
+  for (const int epoch : {0, 1}) {
+    BOOST_TEST_CONTEXT("epoch " << epoch) {
+      const std::string url = prefix + "/model_" + std::to_string(epoch) + ".pt";
+      BOOST_CHECK_NO_THROW(ckpt::verify_file(url, storage));
+      BOOST_TEST(ckpt::load_checkpoint_file(url, storage).module_interface_state ==
+                 checkpoint_at(epoch, epoch == 1 ? 1200 : 16).module_interface_state);
+      // boto3 over https (AWS_CA_BUNDLE): a multipart object's ETag ends in -<parts>.
+      const std::string head =
+          trimmed(boto3("head " + s3_fixture().bucket + " " + quote(key_of(url))));
+      const std::string etag = head.substr(head.find(' ') + 1);
+      if (epoch == 0) BOOST_TEST(etag.find('-') == std::string::npos, head);
+      if (epoch == 1) BOOST_TEST(etag.substr(etag.size() - 3) == "-2\"", head);
+    }
+  }
+  ckpt::DefaultCheckpointer resumed(args);
+  BOOST_TEST(resumed.load().module_interface_state ==
+             checkpoint_at(1, 1200).module_interface_state);
+  const auto aws = run_command("/usr/bin/aws --endpoint-url " + gateway.url() + " --ca-bundle " +
+                               quote(gateway.ca()) + " s3 ls " + quote(prefix + "/"));
+  BOOST_TEST(aws.exit_code == 0, aws.output);
+  BOOST_TEST(aws.output.find("model_0.pt") != std::string::npos, aws.output);
+  BOOST_TEST(aws.output.find("model_1.pt") != std::string::npos, aws.output);
+  BOOST_TEST(storage.counters().retries == 0u);
+  BOOST_TEST(uploads_under(prefix).empty());
+
+  // The same CA from the profile's ca_bundle in the config file, bytes by PUT and multipart.
+  TempDir dir;
+  ckpt::test::write_text(dir / "config", "[default]\nca_bundle = " + gateway.ca() + "\n",
+                         *ckpt::Storage::local());
+  ScopedEnv no_ca_variable("AWS_CA_BUNDLE", "");
+  ScopedEnv config_file("AWS_CONFIG_FILE", (dir / "config").string());
+  S3Storage from_profile(small_parts());
+  const std::string small = random_bytes(1000, 7);
+  const std::string large = random_bytes((11 << 20) + 3, 8);  // 3 parts
+  put(from_profile, prefix + "/small.bin", small);
+  put(from_profile, prefix + "/large.bin", large);
+  BOOST_TEST(from_profile.counters().requests == 1u + 1u + 3u + 1u);
+  BOOST_TEST(get(from_profile, prefix + "/small.bin") == small);
+  BOOST_TEST(get(from_profile, prefix + "/large.bin") == large);
+  BOOST_TEST(from_profile.counters().retries == 0u);
+}
+
+// An https:// endpoint whose certificate does not verify fails the first request at once (it is
+// never retried: another try meets the same certificate), in one line naming the request, the
+// endpoint, libcurl's reason and the fix; verification is never skipped.
+BOOST_AUTO_TEST_CASE(a_certificate_that_does_not_verify_fails_at_once) {
+  TlsGateway gateway;
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.url());
+  ScopedEnv no_ca_bundle("AWS_CA_BUNDLE", "");
+  ScopedEnv no_config_file("AWS_CONFIG_FILE", "/nonexistent/config");
+  const std::string prefix = unique_s3_prefix("untrusted");
+  S3Storage storage;  // 5 tries for a transient failure
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    put(storage, prefix + "/model_0.pt", "abc");
+    BOOST_FAIL("a certificate from an unknown CA was accepted");
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    BOOST_TEST_MESSAGE(what);
+    BOOST_TEST(what.find("PutObject " + prefix + "/model_0.pt: the TLS certificate of " +
+                         gateway.url() + " was not accepted: SSL certificate problem: ") !=
+               std::string::npos);
+    BOOST_TEST(what.find("set AWS_CA_BUNDLE") != std::string::npos);
+    BOOST_TEST(what.find("[endpoint " + gateway.url() + "]") != std::string::npos);
+    BOOST_TEST(what.find("gave up") == std::string::npos);
+    BOOST_TEST(what.find('\n') == std::string::npos);
+    BOOST_TEST(e.error_number() == EACCES);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST(storage.counters().requests == 1u);
+  BOOST_TEST(storage.counters().retries == 0u);
+  BOOST_TEST(seconds < 2.0);  // no backoff (a retry would wait 0.05-0.1 s, then longer)
+  // The checkpointer meets it at construction (listing stale uploads), and names the option.
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.model_state_save_dir = "";
+  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer{args}, CheckpointError,
+                        message_contains("invalid save_dir " + prefix,
+                                         "TLS certificate of " + gateway.url(), "AWS_CA_BUNDLE"));
+  // A bundle of other CAs (the system's) does not vouch for it either, and says which was used.
+  {
+    const std::string system_cas = "/etc/ssl/certs/ca-certificates.crt";
+    ScopedEnv other_cas("AWS_CA_BUNDLE", system_cas);
+    S3Storage other;
+    BOOST_CHECK_EXCEPTION(other.stat(prefix), CheckpointError,
+                          message_contains("ListObjectsV2 " + prefix, "not accepted",
+                                           "CA bundle " + system_cas + " from AWS_CA_BUNDLE"));
+    BOOST_TEST(other.counters().requests == 1u);
+  }
+  // A bundle that does not exist is refused where it is named.
+  ScopedEnv missing("AWS_CA_BUNDLE", "/nonexistent/ca.pem");
+  BOOST_CHECK_EXCEPTION(S3Storage{}, CheckpointError,
+                        message_contains("invalid AWS_CA_BUNDLE '/nonexistent/ca.pem'"));
+  // Nothing was written: boto3, trusting the right CA, sees no object and no upload.
+  ScopedEnv right_ca("AWS_CA_BUNDLE", gateway.ca());
+  BOOST_TEST(
+      trimmed(boto3("keys " + s3_fixture().bucket + " " + quote(key_of(prefix) + "/"))).empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
