@@ -7,6 +7,7 @@
 #include <ckpt/s3_storage.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
+#include <ckpt/state_dict.h>
 
 #include <torch/torch.h>
 
@@ -15,8 +16,12 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <future>
+#include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -787,6 +792,202 @@ BOOST_AUTO_TEST_CASE(sigkill_mid_upload_then_resume) {
   BOOST_TEST(uploads_under(prefix + "/ckpt").empty());
   BOOST_TEST(storage.stat(prefix + "/weights/model_model_7.pt").has_value());
   BOOST_CHECK_NO_THROW(ckpt::verify_file(prefix + "/weights/model_model_7.pt", storage));
+}
+
+namespace {
+
+// rank -> pid, from the launcher's log ("launcher: started rank 1 of 2 (pid 123)").
+std::map<int, pid_t> rank_pids(const std::string& log) {
+  static const std::regex line(R"(launcher: started rank (\d+) of \d+ \(pid (\d+)\))");
+  std::map<int, pid_t> pids;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator();
+       ++it) {
+    pids[std::stoi((*it)[1])] = std::stoi((*it)[2]);
+  }
+  return pids;
+}
+
+// rank -> the HTTP requests ("PUT /bucket/key...") its threads sent, from
+// `strace -f -s 64 -e trace=sendto,clone,clone3,fork,vfork`: libcurl sends each request's header
+// in one send() that starts with the request line. Each thread is traced back through the clones
+// to the rank process it belongs to (-1: the launcher or the shell).
+std::map<int, std::vector<std::string>> requests_by_rank(const std::string& trace,
+                                                         const std::map<int, pid_t>& ranks) {
+  static const std::regex clone(R"(^(\d+) +(?:<\.\.\. )?(?:clone3?|v?fork)\b.*\) = (\d+)$)");
+  static const std::regex request(
+      R"(^(\d+) +sendto\(\d+, "((?:GET|HEAD|PUT|POST|DELETE) /[^ "]*))");
+  std::map<pid_t, pid_t> parent;
+  std::vector<std::pair<pid_t, std::string>> sent;
+  std::istringstream in(trace);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, clone)) {
+      parent[std::stoi(m[2])] = std::stoi(m[1]);
+    } else if (std::regex_search(line, m, request)) {
+      sent.emplace_back(std::stoi(m[1]), m[2]);
+    }
+  }
+  std::map<int, std::vector<std::string>> by_rank;
+  for (const auto& [tid, line] : sent) {
+    int rank = -1;
+    for (pid_t at = tid; rank < 0;) {
+      for (const auto& [r, pid] : ranks) {
+        if (pid == at) rank = r;
+      }
+      const auto up = parent.find(at);
+      if (up == parent.end()) break;
+      at = up->second;
+    }
+    by_rank[rank].push_back(line);
+  }
+  return by_rank;
+}
+
+void check_tensors_bitwise_equal(const ckpt::StateDict& a, const ckpt::StateDict& b) {
+  BOOST_REQUIRE(a.keys() == b.keys());
+  for (const auto& [key, value] : a) {
+    BOOST_TEST_CONTEXT("key " << key) {
+      const at::Tensor x = value.toTensor().contiguous();
+      const at::Tensor y = b.at(key).toTensor().contiguous();
+      BOOST_REQUIRE(x.dtype() == y.dtype());
+      BOOST_REQUIRE(x.sizes() == y.sizes());
+      BOOST_TEST(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0);
+    }
+  }
+}
+
+}  // namespace
+
+// Data-parallel saves to S3: two ranks (--dist.nproc 2) train 2 epochs saving to s3:// every
+// epoch, and are resumed from S3 to 4. The final weights and state are bitwise those of an
+// uninterrupted two-rank run of 4 epochs (saving locally); under the prefix is exactly what rank 0
+// writes, every checkpoint verifies, no upload is left unfinished, and only rank 0 sent a request
+// that writes or reads an object (the requests each process sent, seen by strace).
+BOOST_AUTO_TEST_CASE(two_ranks_save_to_s3_and_resume_bitwise_equal) {
+  const std::string port = s3_fixture().endpoint.substr(s3_fixture().endpoint.rfind(':') + 1);
+  const std::string prefix = unique_s3_prefix("dp");
+  TempDir dir;
+  // 64 -> 1024 -> 1024 -> 10: checkpoints of 13 MB with Adam's moments (3 parts of 5 MiB), the
+  // weights alone 4.4 MB (one PUT).
+  const auto run = [&](int epochs, const std::string& save_dir, const std::string& weights_dir,
+                       const std::string& load_dir, const std::string& traced) {
+    std::vector<std::string> args{"--dist.nproc",
+                                  "2",
+                                  "--dist.timeout",
+                                  "120",
+                                  "--trainer.epochs",
+                                  std::to_string(epochs),
+                                  "--model.hidden1",
+                                  "1024",
+                                  "--model.hidden2",
+                                  "1024",
+                                  "--chkp.save_dir",
+                                  save_dir,
+                                  "--chkp.model_state_save_dir",
+                                  weights_dir,
+                                  "--chkp.s3_part_size_mb",
+                                  "5"};
+    if (!load_dir.empty()) args.insert(args.end(), {"--chkp.load_dir", load_dir});
+    std::string command = "cd " + quote(dir.path().string()) + " && ";
+    if (!traced.empty()) {
+      command += "strace -f -qq --seccomp-bpf -s 64 -e trace=sendto,clone,clone3,fork,vfork -o " +
+                 quote(traced) + " ";
+    }
+    command += quote(CKPT_SAMPLE_TRAINER);
+    for (const auto& arg : args) command += " " + quote(arg);
+    const auto started = std::chrono::steady_clock::now();
+    auto result = run_command(command);
+    BOOST_TEST_MESSAGE(
+        "$ " << command << " -> exit " << result.exit_code << " in "
+             << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
+             << " s");
+    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+    return result.output;
+  };
+  const std::string bucket = s3_fixture().bucket;
+  // Only rank 0 wrote or read an object. Rank 1 and the launcher, like rank 0, check that the
+  // locations given are directories or nothing (a one-key listing each) before training, and
+  // send nothing else: no PUT, POST or DELETE, no object read.
+  const auto only_rank_0_touched_objects = [&](const std::string& output, const std::string& trace,
+                                               bool resumed) {
+    const auto ranks = rank_pids(output);
+    BOOST_REQUIRE_EQUAL(ranks.size(), 2u);
+    const auto requests =
+        requests_by_rank(ckpt::test::read_text(trace, *ckpt::Storage::local()), ranks);
+    const std::string listing = "GET /" + bucket + "/?";
+    for (const int rank : {-1, 1}) {
+      if (requests.count(rank) == 0) continue;
+      for (const auto& line : requests.at(rank)) {
+        BOOST_TEST(line.rfind(listing, 0) == 0, "rank " << rank << " sent " << line);
+      }
+    }
+    for (const auto& [rank, lines] : requests) {
+      BOOST_TEST_MESSAGE("rank " << rank << ": " << lines.size() << " requests");
+    }
+    BOOST_REQUIRE(requests.count(0) == 1u);
+    const auto sent = [&](const std::string& start) {
+      return std::count_if(requests.at(0).begin(), requests.at(0).end(),
+                           [&](const auto& line) { return line.rfind(start, 0) == 0; });
+    };
+    BOOST_TEST(sent("PUT /" + bucket + "/") >= 2);   // not vacuous: single PUTs and parts
+    BOOST_TEST(sent("POST /" + bucket + "/") >= 2);  // create and complete a multipart upload
+    if (resumed) BOOST_TEST(sent("GET /" + bucket + "/" + key_of(prefix)) >= 1);  // the load
+  };
+  const auto keys = [&] {
+    return trimmed(boto3("keys " + bucket + " " + quote(key_of(prefix) + "/")));
+  };
+  const std::string k = key_of(prefix);
+
+  const std::string reference = (dir / "reference").string();
+  run(4, reference, reference, "", "");
+
+  const std::string first =
+      run(2, prefix + "/ckpt", prefix + "/weights", "", (dir / "first.trace").string());
+  only_rank_0_touched_objects(first, (dir / "first.trace").string(), false);
+  BOOST_TEST(keys() == k + "/ckpt/model_0.pt\n" + k + "/ckpt/model_1.pt\n" + k +
+                           "/ckpt/model_latest\n" + k + "/weights/model_model_1.pt");
+
+  const std::string resumed = run(4, prefix + "/ckpt", prefix + "/weights", prefix + "/ckpt",
+                                  (dir / "resumed.trace").string());
+  only_rank_0_touched_objects(resumed, (dir / "resumed.trace").string(), true);
+  BOOST_TEST(resumed.find("resuming after epoch 1") != std::string::npos, resumed);
+  // Exactly what rank 0 writes, once: no stray or temporary names, no unfinished upload.
+  BOOST_TEST(keys() == k + "/ckpt/model_0.pt\n" + k + "/ckpt/model_1.pt\n" + k +
+                           "/ckpt/model_2.pt\n" + k + "/ckpt/model_3.pt\n" + k +
+                           "/ckpt/model_latest\n" + k + "/weights/model_model_1.pt\n" + k +
+                           "/weights/model_model_3.pt");
+  S3Storage storage;
+  BOOST_TEST(storage.unfinished_writes(prefix + "/ckpt").empty());
+  BOOST_TEST(storage.unfinished_writes(prefix + "/weights").empty());
+  BOOST_TEST(uploads_under(prefix).empty());
+  for (const std::string name :
+       {"ckpt/model_0.pt", "ckpt/model_1.pt", "ckpt/model_2.pt", "ckpt/model_3.pt",
+        "weights/model_model_1.pt", "weights/model_model_3.pt"}) {
+    BOOST_TEST_CONTEXT(name) {
+      BOOST_CHECK_NO_THROW(ckpt::verify_file(prefix + "/" + name, storage));
+    }
+  }
+  BOOST_TEST(get(storage, prefix + "/ckpt/model_latest").find("model_3.pt") != std::string::npos);
+
+  // Bitwise the uninterrupted run's: the weights, and every part of the last checkpoint's state.
+  check_tensors_bitwise_equal(
+      ckpt::load_state_file(prefix + "/weights/model_model_3.pt", storage),
+      ckpt::load_state_file(fs::path(reference) / "model_model_3.pt", *ckpt::Storage::local()));
+  const ckpt::Checkpoint a = ckpt::load_checkpoint_file(prefix + "/ckpt/model_3.pt", storage);
+  const ckpt::Checkpoint b =
+      ckpt::load_checkpoint_file(fs::path(reference) / "model_3.pt", *ckpt::Storage::local());
+  check_tensors_bitwise_equal(a.module_interface_state, b.module_interface_state);
+  BOOST_TEST(ckpt::deep_equal(a.trainer_state.to_ivalue(), b.trainer_state.to_ivalue()));
+  BOOST_TEST(ckpt::deep_equal(a.registered_state.to_ivalue(), b.registered_state.to_ivalue()));
+  // Both ranks' own state (random generators, data position) travelled to rank 0 and back.
+  const auto& ranks_a = a.trainer_backend_state.at("ckpt_rank_states").toListRef();
+  const auto& ranks_b = b.trainer_backend_state.at("ckpt_rank_states").toListRef();
+  BOOST_REQUIRE_EQUAL(ranks_a.size(), 2u);
+  BOOST_REQUIRE_EQUAL(ranks_b.size(), 2u);
+  for (std::size_t r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) { BOOST_TEST(ckpt::deep_equal(ranks_a[r], ranks_b[r])); }
+  }
+  BOOST_TEST(a.metadata.at("world_size").toInt() == 2);
 }
 
 #ifdef CKPT_TOOL
