@@ -16,12 +16,12 @@ packages=(
   python3-torch
 )
 # The S3 tests: a throwaway single-node Ceph (scripts/s3-server.sh: ceph-mon, ceph-osd, radosgw,
-# the ceph/radosgw-admin/monmaptool CLIs, uuidgen) and two independent S3 clients (boto3 for
-# /usr/bin/python3, the AWS CLI). Without recommends: they would pull in ceph-mgr, ceph-mds and
-# more, which the fixture does not use.
+# the ceph/radosgw-admin/monmaptool CLIs, uuidgen, openssl for the HTTPS gateway's throwaway CA)
+# and two independent S3 clients (boto3 for /usr/bin/python3, the AWS CLI). Without recommends:
+# they would pull in ceph-mgr, ceph-mds and more, which the fixture does not use.
 s3_packages=(
   ceph-mon ceph-osd radosgw ceph-common uuid-runtime
-  curl procps
+  curl procps openssl
   python3-boto3 awscli
 )
 

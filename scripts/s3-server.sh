@@ -12,6 +12,12 @@
 #                                        a second radosgw on the same cluster (for tests that kill a gateway
 #                                        without disturbing others): start prints its URL (the same port on a
 #                                        restart); kill SIGKILLs it by its recorded PID
+#        scripts/s3-server.sh tls-gateway start|stop DIR
+#                                        an HTTPS radosgw on the same cluster: start makes a throwaway CA and a
+#                                        server certificate for 127.0.0.1 and localhost with openssl in DIR/tls,
+#                                        starts radosgw with the beast frontend's ssl_endpoint, writes DIR/tls/env
+#                                        (AWS_ENDPOINT_URL, AWS_CA_BUNDLE) and prints two lines: the https URL and
+#                                        the CA's PEM file; stop stops it by its recorded PID (stop DIR does too)
 # then:  . DIR/env   exports AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION,
 #                    AWS_DEFAULT_REGION, CKPT_S3_BUCKET (and CEPH_CONF, for radosgw-admin)
 # env:   S3_PORT, S3_MON_PORT  HTTP and monitor ports (default: free ports from the kernel)
@@ -22,10 +28,10 @@
 set -euo pipefail
 
 ME=s3-server.sh
-usage() { echo "usage: $ME start|stop|env DIR" >&2; exit 2; }
-if [ "${1:-}" = second-gateway ] && [ $# -eq 3 ] && [ -n "$3" ]; then
-  SECOND=$2; set -- second-gateway "$3"
-fi
+usage() { echo "usage: $ME start|stop|env DIR, or $ME second-gateway start|kill DIR, or $ME tls-gateway start|stop DIR" >&2; exit 2; }
+case "${1:-}" in
+  second-gateway|tls-gateway) [ $# -eq 3 ] && [ -n "$3" ] || usage; SUB=$2; set -- "$1" "$3" ;;
+esac
 if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
 CMD=$1 DIR=$2
 case "$DIR" in *[[:space:]]*) echo "$ME: DIR '$DIR' must not contain blanks (goes into ceph.conf)" >&2; exit 2 ;; esac
@@ -33,7 +39,7 @@ ACCESS_KEY=0555b35654ad1656d804
 SECRET_KEY=h7GhxuBLTrlhVUyxSPUKUV8r/2EI4ngqJxD7iBdBYLhwluN30JaT3Q==
 BUCKET=${CKPT_S3_BUCKET:-ckpt-test}
 # stop order: radosgw's shutdown still talks to the OSD, the OSD's to the mon (in parallel they hang)
-DAEMONS=(client.rgw.second client.rgw.s3 osd.0 mon.a)
+DAEMONS=(client.rgw.tls client.rgw.second client.rgw.s3 osd.0 mon.a)
 EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 T0=$(now_ms)
@@ -50,9 +56,10 @@ pid_of() {
   local p; p=$(awk -v n="$1" '$1 == n { p = $2 } END { print p }' "$DIR/pids" 2>/dev/null || true)
   if [ -z "$p" ]; then p=$(cat "$DIR/run/$1.pid" 2>/dev/null || true); fi; echo "$p"
 }
-stop_all() {  # stop every daemon recorded under DIR, one at a time, in DAEMONS order
-  local rc=0 n p i
-  for n in "${DAEMONS[@]}"; do
+stop_all() {  # stop the daemons "$@" (default: every one) recorded under DIR, one at a time, in that order
+  local rc=0 n p i names=("$@")
+  [ ${#names[@]} -gt 0 ] || names=("${DAEMONS[@]}")
+  for n in "${names[@]}"; do
     p=$(pid_of "$n"); if [ -z "$p" ] || ! alive "$p"; then continue; fi
     if ! ours "$p"; then log "pid $p ($n) is not a ceph daemon of $DIR: left alone"; continue; fi
     kill -TERM "$p" 2>/dev/null || true
@@ -65,7 +72,8 @@ stop_all() {  # stop every daemon recorded under DIR, one at a time, in DAEMONS 
     fi
     log "stopped $n (pid $p)"
   done
-  if [ $rc = 0 ]; then rm -rf "$DIR"/{mon,osd,rgw,rgw-second,run,ceph.conf,env,pids,user.json,second.port}; fi; return $rc
+  [ $rc = 0 ] && [ $# = 0 ] && rm -rf "$DIR"/{mon,osd,rgw,rgw-second,rgw-tls,tls,run,ceph.conf,env,pids,user.json,second.port}
+  return $rc
 }
 STOP_TIMEOUT=${S3_STOP_TIMEOUT:-10}
 case "$CMD" in
@@ -76,7 +84,7 @@ case "$CMD" in
   second-gateway)
     [ -f "$DIR/env" ] || { echo "$ME: $DIR/env not found: the fixture is not running in $DIR" >&2; exit 1; }
     DIR=$(cd "$DIR" && pwd); export CEPH_CONF="$DIR/ceph.conf"; NAME=client.rgw.second
-    case "${SECOND:-}" in
+    case "${SUB:-}" in
       kill) p=$(pid_of $NAME)
             if [ -n "$p" ] && alive "$p" && ours "$p"; then
               kill -KILL "$p"; for ((i = 0; i < 50; i++)); do alive "$p" || break; sleep 0.1; done
@@ -98,6 +106,47 @@ case "$CMD" in
              curl -fs -m 2 -o /dev/null "http://127.0.0.1:$port/" || { log "$NAME not answering on port $port"; exit 1; }
              log "$NAME up (pid $(pid_of $NAME), http://127.0.0.1:$port)"
              echo "http://127.0.0.1:$port"; exit 0 ;;
+      *) usage ;;
+    esac ;;
+  tls-gateway)
+    [ -f "$DIR/env" ] || { echo "$ME: $DIR/env not found: the fixture is not running in $DIR" >&2; exit 1; }
+    DIR=$(cd "$DIR" && pwd); export CEPH_CONF="$DIR/ceph.conf"; NAME=client.rgw.tls; TLS=$DIR/tls
+    case "${SUB:-}" in
+      stop) stop_all $NAME; rm -rf "$DIR/rgw-tls" "$TLS"; exit 0 ;;
+      start) p=$(pid_of $NAME)
+             if [ -n "$p" ] && alive "$p" && ours "$p"; then  # already up: say where
+               log "$NAME already running (pid $p)"; echo "https://127.0.0.1:$(cat "$TLS/port")"; echo "$TLS/ca.pem"; exit 0
+             fi
+             command -v openssl >/dev/null 2>&1 || { echo "$ME: 'openssl' not found: run scripts/install-deps.sh" >&2; exit 2; }
+             rm -rf "$TLS"; mkdir -p "$TLS" "$DIR/rgw-tls"; rm -f "$DIR/run/$NAME.pid"
+             # a CA that exists only here, and a certificate it signs for the names the tests connect to
+             ossl() { openssl "$@" >>"$DIR/log/tls-openssl.err" 2>&1 || { log "openssl $1 failed (see $DIR/log/tls-openssl.err)"; exit 1; }; }
+             ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+               -subj "/CN=ckpt throwaway test CA" -keyout "$TLS/ca.key" -out "$TLS/ca.pem" \
+               -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+             ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+               -keyout "$TLS/server.key" -out "$TLS/server.csr"
+             printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+               "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$TLS/server.ext"
+             ossl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial \
+               -days 2 -extfile "$TLS/server.ext" -out "$TLS/server.pem"
+             port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+             echo "$port" > "$TLS/port"
+             env MALLOC_ARENA_MAX=2 radosgw -n $NAME \
+               --rgw-frontends "beast ssl_endpoint=127.0.0.1:$port ssl_certificate=$TLS/server.pem ssl_private_key=$TLS/server.key" \
+               --rgw-data "$DIR/rgw-tls" --rgw-dns-name localhost --rgw-enable-lc-threads false \
+               2>"$DIR/log/$NAME.err" || { log "radosgw ($NAME) failed to start"; exit 1; }
+             for ((i = 0; i < 150; i++)); do [ -s "$DIR/run/$NAME.pid" ] && break; sleep 0.1; done
+             [ -s "$DIR/run/$NAME.pid" ] || { log "radosgw ($NAME) wrote no pid file"; exit 1; }
+             echo "$NAME $(cat "$DIR/run/$NAME.pid")" >> "$DIR/pids"
+             # ready = the certificate verifies against our CA for 127.0.0.1 and the gateway answers
+             url=https://127.0.0.1:$port
+             for ((i = 0; i < 300; i++)); do curl -fs -m 2 --cacert "$TLS/ca.pem" -o /dev/null "$url/" && break; sleep 0.1; done
+             curl -fsS -m 2 --cacert "$TLS/ca.pem" -o /dev/null "$url/" 2>"$DIR/log/tls-probe.err" \
+               || { log "$NAME not answering on $url: $(cat "$DIR/log/tls-probe.err")"; stop_all $NAME; exit 1; }
+             printf "export AWS_ENDPOINT_URL='%s'\nexport AWS_CA_BUNDLE='%s'\n" "$url" "$TLS/ca.pem" > "$TLS/env"
+             log "$NAME up (pid $(pid_of $NAME), $url, CA $TLS/ca.pem)"
+             echo "$url"; echo "$TLS/ca.pem"; exit 0 ;;
       *) usage ;;
     esac ;;
   start) ;;

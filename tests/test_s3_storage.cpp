@@ -7,6 +7,7 @@
 #include <ckpt/s3_storage.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
+#include <ckpt/state_dict.h>
 
 #include <torch/torch.h>
 
@@ -15,8 +16,13 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <future>
+#include <map>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 extern char** environ;
@@ -153,6 +159,37 @@ class ScopedEnv {
  private:
   const char* name_;
   std::optional<std::string> old_;
+};
+
+// The fixture's HTTPS gateway (scripts/s3-server.sh tls-gateway): a radosgw on the same cluster
+// whose certificate, for 127.0.0.1 and localhost, is signed by a CA made for it alone. Stopped by
+// its PID at the end of the test (and by `s3-server.sh stop` after a crash).
+class TlsGateway {
+ public:
+  TlsGateway() {
+    const auto result = run_command(script_ + " tls-gateway start " + fixture_);
+    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+    // Its last two lines: the https URL, then the CA's PEM file.
+    std::vector<std::string> lines;
+    std::istringstream in(result.output);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    BOOST_REQUIRE(lines.size() >= 2);
+    url_ = lines[lines.size() - 2];
+    ca_ = lines.back();
+    BOOST_REQUIRE_MESSAGE(url_.rfind("https://127.0.0.1:", 0) == 0, result.output);
+    BOOST_REQUIRE(fs::exists(ca_));
+  }
+  ~TlsGateway() { run_command(script_ + " tls-gateway stop " + fixture_); }
+  TlsGateway(const TlsGateway&) = delete;
+  TlsGateway& operator=(const TlsGateway&) = delete;
+
+  const std::string& url() const { return url_; }  ///< https://127.0.0.1:PORT
+  const std::string& ca() const { return ca_; }    ///< the CA that signed its certificate
+
+ private:
+  const std::string script_ = quote(std::string(CKPT_SOURCE_DIR) + "/scripts/s3-server.sh");
+  const std::string fixture_ = quote(s3_fixture().directory);
+  std::string url_, ca_;
 };
 
 }  // namespace
@@ -363,6 +400,128 @@ BOOST_AUTO_TEST_CASE(virtual_host_addressing) {
   put(storage, prefix + "/x y=z", "abc");  // a key that needs encoding
   BOOST_TEST(get(storage, prefix + "/x y=z") == "abc");
   BOOST_TEST(storage.list(prefix, false).at(0).path == fs::path(prefix + "/x y=z"));
+}
+
+// HTTPS with a private CA named the AWS way (AWS_CA_BUNDLE, or ca_bundle in the profile):
+// checkpoints saved by one PUT and by a multipart upload come back verified, boto3 and the AWS
+// CLI (verifying against the same CA) see the same objects, and no request was retried.
+BOOST_AUTO_TEST_CASE(checkpoints_round_trip_over_https_with_aws_ca_bundle) {
+  TlsGateway gateway;
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.url());
+  ScopedEnv ca_bundle("AWS_CA_BUNDLE", gateway.ca());
+  ScopedEnv no_config_file("AWS_CONFIG_FILE", "/nonexistent/config");
+  const std::string prefix = unique_s3_prefix("https");
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.load_dir = prefix;
+  args.model_state_save_dir = "";
+  args.s3_part_size_mb = 5;
+  {
+    ckpt::DefaultCheckpointer checkpointer(args);
+    BOOST_TEST(checkpointer.load().empty());
+    checkpointer.save(checkpoint_at(0), 0);        // 1 KB: one PUT
+    checkpointer.save(checkpoint_at(1, 1200), 1);  // 5.8 MB: two parts of at most 5 MiB
+  }
+  S3Storage storage(small_parts());
+  BOOST_TEST(storage.endpoint() == gateway.url());
+  for (const int epoch : {0, 1}) {
+    BOOST_TEST_CONTEXT("epoch " << epoch) {
+      const std::string url = prefix + "/model_" + std::to_string(epoch) + ".pt";
+      BOOST_CHECK_NO_THROW(ckpt::verify_file(url, storage));
+      BOOST_TEST(ckpt::load_checkpoint_file(url, storage).module_interface_state ==
+                 checkpoint_at(epoch, epoch == 1 ? 1200 : 16).module_interface_state);
+      // boto3 over https (AWS_CA_BUNDLE): a multipart object's ETag ends in -<parts>.
+      const std::string head =
+          trimmed(boto3("head " + s3_fixture().bucket + " " + quote(key_of(url))));
+      const std::string etag = head.substr(head.find(' ') + 1);
+      if (epoch == 0) BOOST_TEST(etag.find('-') == std::string::npos, head);
+      if (epoch == 1) BOOST_TEST(etag.substr(etag.size() - 3) == "-2\"", head);
+    }
+  }
+  ckpt::DefaultCheckpointer resumed(args);
+  BOOST_TEST(resumed.load().module_interface_state ==
+             checkpoint_at(1, 1200).module_interface_state);
+  const auto aws = run_command("/usr/bin/aws --endpoint-url " + gateway.url() + " --ca-bundle " +
+                               quote(gateway.ca()) + " s3 ls " + quote(prefix + "/"));
+  BOOST_TEST(aws.exit_code == 0, aws.output);
+  BOOST_TEST(aws.output.find("model_0.pt") != std::string::npos, aws.output);
+  BOOST_TEST(aws.output.find("model_1.pt") != std::string::npos, aws.output);
+  BOOST_TEST(storage.counters().retries == 0u);
+  BOOST_TEST(uploads_under(prefix).empty());
+
+  // The same CA from the profile's ca_bundle in the config file, bytes by PUT and multipart.
+  TempDir dir;
+  ckpt::test::write_text(dir / "config", "[default]\nca_bundle = " + gateway.ca() + "\n",
+                         *ckpt::Storage::local());
+  ScopedEnv no_ca_variable("AWS_CA_BUNDLE", "");
+  ScopedEnv config_file("AWS_CONFIG_FILE", (dir / "config").string());
+  S3Storage from_profile(small_parts());
+  const std::string small = random_bytes(1000, 7);
+  const std::string large = random_bytes((11 << 20) + 3, 8);  // 3 parts
+  put(from_profile, prefix + "/small.bin", small);
+  put(from_profile, prefix + "/large.bin", large);
+  BOOST_TEST(from_profile.counters().requests == 1u + 1u + 3u + 1u);
+  BOOST_TEST(get(from_profile, prefix + "/small.bin") == small);
+  BOOST_TEST(get(from_profile, prefix + "/large.bin") == large);
+  BOOST_TEST(from_profile.counters().retries == 0u);
+}
+
+// An https:// endpoint whose certificate does not verify fails the first request at once (it is
+// never retried: another try meets the same certificate), in one line naming the request, the
+// endpoint, libcurl's reason and the fix; verification is never skipped.
+BOOST_AUTO_TEST_CASE(a_certificate_that_does_not_verify_fails_at_once) {
+  TlsGateway gateway;
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.url());
+  ScopedEnv no_ca_bundle("AWS_CA_BUNDLE", "");
+  ScopedEnv no_config_file("AWS_CONFIG_FILE", "/nonexistent/config");
+  const std::string prefix = unique_s3_prefix("untrusted");
+  S3Storage storage;  // 5 tries for a transient failure
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    put(storage, prefix + "/model_0.pt", "abc");
+    BOOST_FAIL("a certificate from an unknown CA was accepted");
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    BOOST_TEST_MESSAGE(what);
+    BOOST_TEST(what.find("PutObject " + prefix + "/model_0.pt: the TLS certificate of " +
+                         gateway.url() + " was not accepted: SSL certificate problem: ") !=
+               std::string::npos);
+    BOOST_TEST(what.find("set AWS_CA_BUNDLE") != std::string::npos);
+    BOOST_TEST(what.find("[endpoint " + gateway.url() + "]") != std::string::npos);
+    BOOST_TEST(what.find("gave up") == std::string::npos);
+    BOOST_TEST(what.find('\n') == std::string::npos);
+    BOOST_TEST(e.error_number() == EACCES);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST(storage.counters().requests == 1u);
+  BOOST_TEST(storage.counters().retries == 0u);
+  BOOST_TEST(seconds < 2.0);  // no backoff (a retry would wait 0.05-0.1 s, then longer)
+  // The checkpointer meets it at construction (listing stale uploads), and names the option.
+  ckpt::DefaultCheckpointerArguments args;
+  args.save_dir = prefix;
+  args.model_state_save_dir = "";
+  BOOST_CHECK_EXCEPTION(ckpt::DefaultCheckpointer{args}, CheckpointError,
+                        message_contains("invalid save_dir " + prefix,
+                                         "TLS certificate of " + gateway.url(), "AWS_CA_BUNDLE"));
+  // A bundle of other CAs (the system's) does not vouch for it either, and says which was used.
+  {
+    const std::string system_cas = "/etc/ssl/certs/ca-certificates.crt";
+    ScopedEnv other_cas("AWS_CA_BUNDLE", system_cas);
+    S3Storage other;
+    BOOST_CHECK_EXCEPTION(other.stat(prefix), CheckpointError,
+                          message_contains("ListObjectsV2 " + prefix, "not accepted",
+                                           "CA bundle " + system_cas + " from AWS_CA_BUNDLE"));
+    BOOST_TEST(other.counters().requests == 1u);
+  }
+  // A bundle that does not exist is refused where it is named.
+  ScopedEnv missing("AWS_CA_BUNDLE", "/nonexistent/ca.pem");
+  BOOST_CHECK_EXCEPTION(S3Storage{}, CheckpointError,
+                        message_contains("invalid AWS_CA_BUNDLE '/nonexistent/ca.pem'"));
+  // Nothing was written: boto3, trusting the right CA, sees no object and no upload.
+  ScopedEnv right_ca("AWS_CA_BUNDLE", gateway.ca());
+  BOOST_TEST(
+      trimmed(boto3("keys " + s3_fixture().bucket + " " + quote(key_of(prefix) + "/"))).empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -633,6 +792,202 @@ BOOST_AUTO_TEST_CASE(sigkill_mid_upload_then_resume) {
   BOOST_TEST(uploads_under(prefix + "/ckpt").empty());
   BOOST_TEST(storage.stat(prefix + "/weights/model_model_7.pt").has_value());
   BOOST_CHECK_NO_THROW(ckpt::verify_file(prefix + "/weights/model_model_7.pt", storage));
+}
+
+namespace {
+
+// rank -> pid, from the launcher's log ("launcher: started rank 1 of 2 (pid 123)").
+std::map<int, pid_t> rank_pids(const std::string& log) {
+  static const std::regex line(R"(launcher: started rank (\d+) of \d+ \(pid (\d+)\))");
+  std::map<int, pid_t> pids;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator();
+       ++it) {
+    pids[std::stoi((*it)[1])] = std::stoi((*it)[2]);
+  }
+  return pids;
+}
+
+// rank -> the HTTP requests ("PUT /bucket/key...") its threads sent, from
+// `strace -f -s 64 -e trace=sendto,clone,clone3,fork,vfork`: libcurl sends each request's header
+// in one send() that starts with the request line. Each thread is traced back through the clones
+// to the rank process it belongs to (-1: the launcher or the shell).
+std::map<int, std::vector<std::string>> requests_by_rank(const std::string& trace,
+                                                         const std::map<int, pid_t>& ranks) {
+  static const std::regex clone(R"(^(\d+) +(?:<\.\.\. )?(?:clone3?|v?fork)\b.*\) = (\d+)$)");
+  static const std::regex request(
+      R"(^(\d+) +sendto\(\d+, "((?:GET|HEAD|PUT|POST|DELETE) /[^ "]*))");
+  std::map<pid_t, pid_t> parent;
+  std::vector<std::pair<pid_t, std::string>> sent;
+  std::istringstream in(trace);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, clone)) {
+      parent[std::stoi(m[2])] = std::stoi(m[1]);
+    } else if (std::regex_search(line, m, request)) {
+      sent.emplace_back(std::stoi(m[1]), m[2]);
+    }
+  }
+  std::map<int, std::vector<std::string>> by_rank;
+  for (const auto& [tid, line] : sent) {
+    int rank = -1;
+    for (pid_t at = tid; rank < 0;) {
+      for (const auto& [r, pid] : ranks) {
+        if (pid == at) rank = r;
+      }
+      const auto up = parent.find(at);
+      if (up == parent.end()) break;
+      at = up->second;
+    }
+    by_rank[rank].push_back(line);
+  }
+  return by_rank;
+}
+
+void check_tensors_bitwise_equal(const ckpt::StateDict& a, const ckpt::StateDict& b) {
+  BOOST_REQUIRE(a.keys() == b.keys());
+  for (const auto& [key, value] : a) {
+    BOOST_TEST_CONTEXT("key " << key) {
+      const at::Tensor x = value.toTensor().contiguous();
+      const at::Tensor y = b.at(key).toTensor().contiguous();
+      BOOST_REQUIRE(x.dtype() == y.dtype());
+      BOOST_REQUIRE(x.sizes() == y.sizes());
+      BOOST_TEST(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0);
+    }
+  }
+}
+
+}  // namespace
+
+// Data-parallel saves to S3: two ranks (--dist.nproc 2) train 2 epochs saving to s3:// every
+// epoch, and are resumed from S3 to 4. The final weights and state are bitwise those of an
+// uninterrupted two-rank run of 4 epochs (saving locally); under the prefix is exactly what rank 0
+// writes, every checkpoint verifies, no upload is left unfinished, and only rank 0 sent a request
+// that writes or reads an object (the requests each process sent, seen by strace).
+BOOST_AUTO_TEST_CASE(two_ranks_save_to_s3_and_resume_bitwise_equal) {
+  const std::string port = s3_fixture().endpoint.substr(s3_fixture().endpoint.rfind(':') + 1);
+  const std::string prefix = unique_s3_prefix("dp");
+  TempDir dir;
+  // 64 -> 1024 -> 1024 -> 10: checkpoints of 13 MB with Adam's moments (3 parts of 5 MiB), the
+  // weights alone 4.4 MB (one PUT).
+  const auto run = [&](int epochs, const std::string& save_dir, const std::string& weights_dir,
+                       const std::string& load_dir, const std::string& traced) {
+    std::vector<std::string> args{"--dist.nproc",
+                                  "2",
+                                  "--dist.timeout",
+                                  "120",
+                                  "--trainer.epochs",
+                                  std::to_string(epochs),
+                                  "--model.hidden1",
+                                  "1024",
+                                  "--model.hidden2",
+                                  "1024",
+                                  "--chkp.save_dir",
+                                  save_dir,
+                                  "--chkp.model_state_save_dir",
+                                  weights_dir,
+                                  "--chkp.s3_part_size_mb",
+                                  "5"};
+    if (!load_dir.empty()) args.insert(args.end(), {"--chkp.load_dir", load_dir});
+    std::string command = "cd " + quote(dir.path().string()) + " && ";
+    if (!traced.empty()) {
+      command += "strace -f -qq --seccomp-bpf -s 64 -e trace=sendto,clone,clone3,fork,vfork -o " +
+                 quote(traced) + " ";
+    }
+    command += quote(CKPT_SAMPLE_TRAINER);
+    for (const auto& arg : args) command += " " + quote(arg);
+    const auto started = std::chrono::steady_clock::now();
+    auto result = run_command(command);
+    BOOST_TEST_MESSAGE(
+        "$ " << command << " -> exit " << result.exit_code << " in "
+             << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
+             << " s");
+    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.output);
+    return result.output;
+  };
+  const std::string bucket = s3_fixture().bucket;
+  // Only rank 0 wrote or read an object. Rank 1 and the launcher, like rank 0, check that the
+  // locations given are directories or nothing (a one-key listing each) before training, and
+  // send nothing else: no PUT, POST or DELETE, no object read.
+  const auto only_rank_0_touched_objects = [&](const std::string& output, const std::string& trace,
+                                               bool resumed) {
+    const auto ranks = rank_pids(output);
+    BOOST_REQUIRE_EQUAL(ranks.size(), 2u);
+    const auto requests =
+        requests_by_rank(ckpt::test::read_text(trace, *ckpt::Storage::local()), ranks);
+    const std::string listing = "GET /" + bucket + "/?";
+    for (const int rank : {-1, 1}) {
+      if (requests.count(rank) == 0) continue;
+      for (const auto& line : requests.at(rank)) {
+        BOOST_TEST(line.rfind(listing, 0) == 0, "rank " << rank << " sent " << line);
+      }
+    }
+    for (const auto& [rank, lines] : requests) {
+      BOOST_TEST_MESSAGE("rank " << rank << ": " << lines.size() << " requests");
+    }
+    BOOST_REQUIRE(requests.count(0) == 1u);
+    const auto sent = [&](const std::string& start) {
+      return std::count_if(requests.at(0).begin(), requests.at(0).end(),
+                           [&](const auto& line) { return line.rfind(start, 0) == 0; });
+    };
+    BOOST_TEST(sent("PUT /" + bucket + "/") >= 2);   // not vacuous: single PUTs and parts
+    BOOST_TEST(sent("POST /" + bucket + "/") >= 2);  // create and complete a multipart upload
+    if (resumed) BOOST_TEST(sent("GET /" + bucket + "/" + key_of(prefix)) >= 1);  // the load
+  };
+  const auto keys = [&] {
+    return trimmed(boto3("keys " + bucket + " " + quote(key_of(prefix) + "/")));
+  };
+  const std::string k = key_of(prefix);
+
+  const std::string reference = (dir / "reference").string();
+  run(4, reference, reference, "", "");
+
+  const std::string first =
+      run(2, prefix + "/ckpt", prefix + "/weights", "", (dir / "first.trace").string());
+  only_rank_0_touched_objects(first, (dir / "first.trace").string(), false);
+  BOOST_TEST(keys() == k + "/ckpt/model_0.pt\n" + k + "/ckpt/model_1.pt\n" + k +
+                           "/ckpt/model_latest\n" + k + "/weights/model_model_1.pt");
+
+  const std::string resumed = run(4, prefix + "/ckpt", prefix + "/weights", prefix + "/ckpt",
+                                  (dir / "resumed.trace").string());
+  only_rank_0_touched_objects(resumed, (dir / "resumed.trace").string(), true);
+  BOOST_TEST(resumed.find("resuming after epoch 1") != std::string::npos, resumed);
+  // Exactly what rank 0 writes, once: no stray or temporary names, no unfinished upload.
+  BOOST_TEST(keys() == k + "/ckpt/model_0.pt\n" + k + "/ckpt/model_1.pt\n" + k +
+                           "/ckpt/model_2.pt\n" + k + "/ckpt/model_3.pt\n" + k +
+                           "/ckpt/model_latest\n" + k + "/weights/model_model_1.pt\n" + k +
+                           "/weights/model_model_3.pt");
+  S3Storage storage;
+  BOOST_TEST(storage.unfinished_writes(prefix + "/ckpt").empty());
+  BOOST_TEST(storage.unfinished_writes(prefix + "/weights").empty());
+  BOOST_TEST(uploads_under(prefix).empty());
+  for (const std::string name :
+       {"ckpt/model_0.pt", "ckpt/model_1.pt", "ckpt/model_2.pt", "ckpt/model_3.pt",
+        "weights/model_model_1.pt", "weights/model_model_3.pt"}) {
+    BOOST_TEST_CONTEXT(name) {
+      BOOST_CHECK_NO_THROW(ckpt::verify_file(prefix + "/" + name, storage));
+    }
+  }
+  BOOST_TEST(get(storage, prefix + "/ckpt/model_latest").find("model_3.pt") != std::string::npos);
+
+  // Bitwise the uninterrupted run's: the weights, and every part of the last checkpoint's state.
+  check_tensors_bitwise_equal(
+      ckpt::load_state_file(prefix + "/weights/model_model_3.pt", storage),
+      ckpt::load_state_file(fs::path(reference) / "model_model_3.pt", *ckpt::Storage::local()));
+  const ckpt::Checkpoint a = ckpt::load_checkpoint_file(prefix + "/ckpt/model_3.pt", storage);
+  const ckpt::Checkpoint b =
+      ckpt::load_checkpoint_file(fs::path(reference) / "model_3.pt", *ckpt::Storage::local());
+  check_tensors_bitwise_equal(a.module_interface_state, b.module_interface_state);
+  BOOST_TEST(ckpt::deep_equal(a.trainer_state.to_ivalue(), b.trainer_state.to_ivalue()));
+  BOOST_TEST(ckpt::deep_equal(a.registered_state.to_ivalue(), b.registered_state.to_ivalue()));
+  // Both ranks' own state (random generators, data position) travelled to rank 0 and back.
+  const auto& ranks_a = a.trainer_backend_state.at("ckpt_rank_states").toListRef();
+  const auto& ranks_b = b.trainer_backend_state.at("ckpt_rank_states").toListRef();
+  BOOST_REQUIRE_EQUAL(ranks_a.size(), 2u);
+  BOOST_REQUIRE_EQUAL(ranks_b.size(), 2u);
+  for (std::size_t r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) { BOOST_TEST(ckpt::deep_equal(ranks_a[r], ranks_b[r])); }
+  }
+  BOOST_TEST(a.metadata.at("world_size").toInt() == 2);
 }
 
 #ifdef CKPT_TOOL

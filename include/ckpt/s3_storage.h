@@ -21,7 +21,8 @@ struct S3Options {
   /// the one being filled in memory. Default: 8.
   int concurrency = 8;
   /// Tries per request, the first included, for transient failures (connection refused or reset,
-  /// timeouts, HTTP 500/502/503/504, SlowDown). 4xx errors are never retried. Default: 5.
+  /// timeouts, HTTP 500/502/503/504, SlowDown). 4xx errors and refused TLS certificates are never
+  /// retried. Default: 5.
   int max_attempts = 5;
   /// No retry starts once this many seconds have passed since a request's first try. Default: 60.
   double retry_seconds = 60;
@@ -49,8 +50,11 @@ bool is_s3_url(const std::filesystem::path& location);
 /// (AWS_PROFILE, default "default") in AWS_SHARED_CREDENTIALS_FILE (~/.aws/credentials) or
 /// AWS_CONFIG_FILE (~/.aws/config); region from AWS_REGION, AWS_DEFAULT_REGION or the profile's
 /// `region` (default us-east-1); endpoint from AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or the
-/// profile's `endpoint_url` (default AWS's regional endpoint). Secrets never appear in errors or
-/// logs.
+/// profile's `endpoint_url` (default AWS's regional endpoint). An https:// endpoint's certificate
+/// and host name are always verified, against the CA bundle in AWS_CA_BUNDLE or the profile's
+/// `ca_bundle` if set, else the system's CAs; a certificate that does not verify fails the first
+/// request at once (never retried), naming the endpoint and the reason. Secrets never appear in
+/// errors or logs.
 ///
 /// Writes: an object becomes visible only whole, by one PUT (a file up to `part_size`) or by
 /// completing a multipart upload whose parts are uploaded in parallel while the file is still
@@ -66,9 +70,9 @@ bool is_s3_url(const std::filesystem::path& location);
 /// Thread safety: every member may be called from several threads.
 class S3Storage final : public Storage {
  public:
-  /// Reads the AWS configuration (see above). Throws CheckpointError if `options` is invalid or
-  /// a configuration file cannot be parsed; missing credentials are reported at the first
-  /// request, naming the URL.
+  /// Reads the AWS configuration (see above). Throws CheckpointError if `options` is invalid, a
+  /// configuration file cannot be parsed or the CA bundle named does not exist; missing
+  /// credentials are reported at the first request, naming the URL.
   explicit S3Storage(S3Options options = {});
   ~S3Storage() override;
 

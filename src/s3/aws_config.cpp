@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint_error.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -148,6 +149,22 @@ AwsConfig load_aws_config() {
         normalised_endpoint(*url, ("endpoint_url in " + config_path.string()).c_str());
   }
   config.addressing_style = setting("s3.addressing_style").value_or("auto");
+
+  // As the AWS CLI: AWS_CA_BUNDLE, else the profile's ca_bundle.
+  if (!env("AWS_CA_BUNDLE").empty()) {
+    config.ca_bundle = env("AWS_CA_BUNDLE");
+    config.ca_bundle_source = "AWS_CA_BUNDLE";
+  } else if (const auto bundle = setting("ca_bundle")) {
+    config.ca_bundle = *bundle;
+    config.ca_bundle_source = "ca_bundle in " + config_path.string() + " [" + config_section + "]";
+  }
+  std::error_code error;
+  if (!config.ca_bundle.empty() && !std::filesystem::is_regular_file(config.ca_bundle, error)) {
+    throw CheckpointError("invalid " + config.ca_bundle_source + " '" + config.ca_bundle +
+                              "': no such file (expected the PEM certificates of the CA that "
+                              "signed the endpoint's certificate)",
+                          config.ca_bundle, ENOENT);
+  }
   return config;
 }
 

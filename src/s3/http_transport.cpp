@@ -89,9 +89,22 @@ bool HttpResponse::transport_transient() const {
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CONNECT_ERROR:  // also a reset mid-handshake; a refused certificate is not
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool HttpResponse::certificate_failure() const {
+  switch (curl_code) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
       return true;
     default:
       return false;
@@ -159,6 +172,10 @@ HttpResponse HttpTransport::perform(const HttpRequest& request) {
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
                    std::max(1L, static_cast<long>(std::ceil(timeout_seconds_))));
   curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  // libcurl's defaults, stated: a certificate that does not verify fails the request.
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!config_.ca_bundle.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, config_.ca_bundle.c_str());
   // No wait for 100-continue before a body: the store answers an error after the body too. (The
   // header itself must stay: an empty `Expect:` to suppress it, curl 7.88 still signs.)
   curl_easy_setopt(curl, CURLOPT_EXPECT_100_TIMEOUT_MS, 1L);

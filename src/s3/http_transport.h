@@ -31,10 +31,15 @@ struct HttpResponse {
   std::size_t received = 0;                    ///< Body bytes received.
   std::map<std::string, std::string> headers;  ///< Lowercase names.
   bool transport_transient() const;            ///< A failure worth another try.
+  /// The endpoint's TLS certificate was refused (not signed by a trusted CA, wrong host name,
+  /// expired) or the CA bundle could not be read: never transient, another try gets the same.
+  bool certificate_failure() const;
 };
 
 /// Sends requests through libcurl, keeping finished handles (and so their connections) for
-/// reuse. Thread safety: perform() may be called from several threads.
+/// reuse. An https:// endpoint's certificate and host name are always verified, against the
+/// config's `ca_bundle` if it names one, else the system's CAs. Thread safety: perform() may be
+/// called from several threads.
 class HttpTransport {
  public:
   HttpTransport(AwsConfig config, double timeout_seconds);

@@ -79,6 +79,17 @@ std::chrono::duration<double> backoff(int failed_attempts) {
   return std::chrono::duration<double>(jitter(random));
 }
 
+// What to do about a refused certificate: a store with a private CA needs its bundle named, the
+// way every AWS tool is told.
+std::string certificate_hint(const AwsConfig& config) {
+  if (config.ca_bundle.empty()) {
+    return " (if the store's certificate is signed by a private CA, set AWS_CA_BUNDLE, or "
+           "ca_bundle in the profile of ~/.aws/config, to that CA's PEM file)";
+  }
+  return " (verified against the CA bundle " + config.ca_bundle + " from " +
+         config.ca_bundle_source + ")";
+}
+
 }  // namespace
 
 S3Location S3Location::parse(const std::string& location) {
@@ -145,7 +156,11 @@ HttpResponse S3Client::send(const Call& call) {
     std::string failure;
     bool transient = false;
     int error_number = EIO;
-    if (response.curl_code != 0) {
+    if (response.certificate_failure()) {
+      failure = "the TLS certificate of " + endpoint_ +
+                " was not accepted: " + response.transport_error + certificate_hint(config);
+      error_number = EACCES;
+    } else if (response.curl_code != 0) {
       failure = response.transport_error;
       transient = response.transport_transient();
       if (failure.find("timed out") != std::string::npos) error_number = ETIMEDOUT;

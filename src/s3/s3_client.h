@@ -25,8 +25,9 @@ struct S3Location {
 /// The S3 operations ckpt uses, each one request sent with retries: transient failures (see
 /// S3Options) are tried again after an exponential backoff with jitter, within the options'
 /// attempts and seconds; anything else throws CheckpointError at once, in one line naming the
-/// operation, the `s3://` URL, the HTTP status and S3's error code and message. Thread safety:
-/// every member may be called from several threads.
+/// operation, the `s3://` URL, the HTTP status and S3's error code and message (or, for an
+/// https:// endpoint whose certificate does not verify, libcurl's reason and AWS_CA_BUNDLE as the
+/// fix). Thread safety: every member may be called from several threads.
 class S3Client {
  public:
   S3Client(AwsConfig config, S3Options options);

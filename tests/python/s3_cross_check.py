@@ -9,6 +9,8 @@ usage: s3_cross_check.py download BUCKET KEY FILE      download an object with d
        s3_cross_check.py start-upload BUCKET KEY       start a multipart upload, send one part, leave it
        s3_cross_check.py uploads BUCKET PREFIX         print the keys with uploads in progress
        s3_cross_check.py keys BUCKET PREFIX            print every key under PREFIX (paginated)
+       s3_cross_check.py head BUCKET KEY               print the object's size and ETag
+An https:// AWS_ENDPOINT_URL is verified against AWS_CA_BUNDLE (botocore reads it itself).
 """
 import os
 import sys
@@ -48,5 +50,8 @@ elif command == "keys":
     pages = client().get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2],
                                                                Prefix=sys.argv[3])
     print("\n".join(o["Key"] for page in pages for o in page.get("Contents", [])))
+elif command == "head":
+    answer = client().head_object(Bucket=sys.argv[2], Key=sys.argv[3])
+    print(answer["ContentLength"], answer["ETag"])
 else:
     sys.exit("unknown command " + command)
