@@ -597,11 +597,21 @@ std::string summary(const std::vector<double>& ratios) {
   return text;
 }
 
-// The order of `modes` in run `run`: rotated, so that no mode always runs first or after another.
+// The order of `modes` in run `run`: rotated, so that no mode always runs first, and reversed in
+// every other run, so that no mode always runs right after the same other one (a write slows the
+// one after it while the disk catches up).
 std::vector<std::string> rotated(const std::vector<std::string>& modes, int run) {
   std::vector<std::string> order;
   for (std::size_t i = 0; i < modes.size(); ++i) order.push_back(modes[(i + run) % modes.size()]);
+  if (run % 2 == 1) std::reverse(order.begin(), order.end());
   return order;
+}
+
+// Lets the disk finish what the previous mode left (writeback, freed blocks) before the next
+// timed mode starts.
+void settle() {
+  ::sync();
+  ::usleep(300 * 1000);
 }
 
 void check_target(const char* what, double value, double target, bool at_least) {
@@ -656,6 +666,7 @@ void bench_size(const Options& options, int64_t size_mb) {
     std::fprintf(stderr, "  run %d/%d:", run + 1, options.reps);
     for (const auto& mode : rotated(saves, run)) {
       std::fprintf(stderr, " %s", mode.c_str());
+      settle();
       const ChildResult r = run_mode(mode, false);
       const std::string name = mode.substr(0, mode.find('#'));
       seconds[mode].push_back(r.results.at(name).at(0));
@@ -665,6 +676,7 @@ void bench_size(const Options& options, int64_t size_mb) {
     for (const bool cold : {false, true}) {
       for (const auto& mode : rotated(loads, run)) {
         std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
+        if (cold) settle();
         const ChildResult r = run_mode(mode, cold);
         const std::string name = mode.substr(0, mode.find('#'));
         const std::string key = (cold ? "cold:" : "") + mode;
@@ -739,8 +751,8 @@ void bench_size(const Options& options, int64_t size_mb) {
     row("plain read" + w, c + "read", c + "py_load", c + "read", "py load / this");
     row("ckpt lazy open (directory + data.pkl)" + w, c + "ckpt_open", c + "ckpt_open",
         c + "ckpt_load", "this / ckpt load");
-    row("ckpt weights only (partial, records checked)" + w, c + "ckpt_weights",
-        c + "ckpt_weights", c + "ckpt_load", "this / ckpt load");
+    row("ckpt weights only (partial, records checked)" + w, c + "ckpt_weights", c + "ckpt_weights",
+        c + "ckpt_load", "this / ckpt load");
   }
   const double file_mb = file_bytes.count("ckpt_weights") ? file_bytes.at("ckpt_weights") : 0;
   std::printf(
