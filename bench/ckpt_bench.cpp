@@ -279,20 +279,11 @@ std::string s3_url() {
   return url;
 }
 
-int64_t status_kb(const char* field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(std::string(field) + ":", 0) == 0)
-      return std::stoll(line.substr(line.find(':') + 1));
-  }
-  return 0;
-}
-
-// A field of /proc/self/io: read_bytes is what this process caused to be read from the disk
-// (page cache misses, mapped pages included), unlike rchar.
-int64_t io_field(const char* field) {
-  std::ifstream in("/proc/self/io");
+// The number after `field:` in the /proc file `file`, e.g. ("status", "VmRSS") in kB, or
+// ("io", "read_bytes"): what this process caused to be read from the disk (page cache misses,
+// mapped pages included), unlike rchar. 0 if absent.
+int64_t proc_field(const char* file, const char* field) {
+  std::ifstream in(std::string("/proc/self/") + file);
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind(std::string(field) + ":", 0) == 0)
@@ -339,7 +330,7 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     std::vector<double> disk_bytes, asked_bytes;
     for (int i = 0; i < reps; ++i) {
       if (cold) evict(file);
-      const int64_t disk_before = io_field("read_bytes");
+      const int64_t disk_before = proc_field("io", "read_bytes");
       if (mode == "ckpt_load") {
         timed([&] { ckpt::load_checkpoint_file(file); });  // verifies every checksum first
       } else if (mode == "ckpt_load_nomap") {
@@ -366,7 +357,7 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
       } else {
         timed([&] { plain_read(file); });
       }
-      disk_bytes.push_back(static_cast<double>(io_field("read_bytes") - disk_before));
+      disk_bytes.push_back(static_cast<double>(proc_field("io", "read_bytes") - disk_before));
     }
     print_result(mode, times);
     print_result(mode + "_disk_bytes", disk_bytes);
@@ -385,11 +376,12 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
   const ckpt::Checkpoint checkpoint = make_checkpoint(size_mb);
   if (mode == "s3_save") {
     // The save's own memory: peak RSS during the save (reset first) over the RSS before it.
-    const int64_t before_kb = status_kb("VmRSS");
+    const int64_t before_kb = proc_field("status", "VmRSS");
     std::ofstream("/proc/self/clear_refs") << "5";
     timed([&] { ckpt::save_checkpoint_file(checkpoint, s3_url() + "/model_0.pt"); });
     print_result(mode, times);
-    std::printf("RESULT s3_save_extra_mb %.1f\n", (status_kb("VmHWM") - before_kb) / 1024.0);
+    std::printf("RESULT s3_save_extra_mb %.1f\n",
+                (proc_field("status", "VmHWM") - before_kb) / 1024.0);
     return 0;
   }
   const std::vector<torch::Tensor> tensors = tensors_of(checkpoint);

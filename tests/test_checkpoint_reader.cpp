@@ -63,16 +63,20 @@ std::size_t offset_of(const std::filesystem::path& path, float value) {
   return at;
 }
 
+// A module + Adam checkpoint saved as model_3.pt in a fresh directory of the storage under test.
+struct SavedCheckpoint {
+  TempDir dir;
+  ModelAndAdam m;
+  ckpt::Storage& storage = *storage_under_test();
+  const std::filesystem::path path = dir / "model_3.pt";
+  SavedCheckpoint() { ckpt::save_state_file(m.state, path, storage); }
+};
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(partial_loads)
 
-BOOST_AUTO_TEST_CASE(a_subtree_reads_only_its_records) {
-  TempDir dir;
-  ModelAndAdam m;
-  auto& storage = *storage_under_test();
-  const auto path = dir / "model_3.pt";
-  ckpt::save_state_file(m.state, path, storage);
+BOOST_FIXTURE_TEST_CASE(a_subtree_reads_only_its_records, SavedCheckpoint) {
   const ckpt::StateDict full = ckpt::load_state_file(path, storage);
 
   const ckpt::CheckpointReader reader(path, storage);
@@ -96,12 +100,7 @@ BOOST_AUTO_TEST_CASE(a_subtree_reads_only_its_records) {
   BOOST_TEST(ckpt::deep_equal(reader.load(), full.to_ivalue()));
 }
 
-BOOST_AUTO_TEST_CASE(the_outline_has_every_shape_and_reads_no_tensor) {
-  TempDir dir;
-  ModelAndAdam m;
-  auto& storage = *storage_under_test();
-  const auto path = dir / "model_3.pt";
-  ckpt::save_state_file(m.state, path, storage);
+BOOST_FIXTURE_TEST_CASE(the_outline_has_every_shape_and_reads_no_tensor, SavedCheckpoint) {
   const ckpt::CheckpointReader reader(path, storage);
   const c10::IValue outline = reader.outline("module_interface_state");
   const auto weights = ckpt::StateDict::from_ivalue(outline);
@@ -117,12 +116,7 @@ BOOST_AUTO_TEST_CASE(the_outline_has_every_shape_and_reads_no_tensor) {
   BOOST_TEST(reader.bytes_read() < reader.file_size() / 10);
 }
 
-BOOST_AUTO_TEST_CASE(a_corrupt_record_outside_the_subtree_is_never_read) {
-  TempDir dir;
-  ModelAndAdam m;
-  auto& storage = *storage_under_test();
-  const auto path = dir / "model_3.pt";
-  ckpt::save_state_file(m.state, path, storage);
+BOOST_FIXTURE_TEST_CASE(a_corrupt_record_outside_the_subtree_is_never_read, SavedCheckpoint) {
   ckpt::test::flip_byte(path, offset_of(path, 7.25f) + 5);  // inside the first moment
 
   const ckpt::CheckpointReader reader(path, storage);
@@ -137,12 +131,8 @@ BOOST_AUTO_TEST_CASE(a_corrupt_record_outside_the_subtree_is_never_read) {
                         message_contains("checksum mismatch in record 'data/"));
 }
 
-BOOST_AUTO_TEST_CASE(a_corrupt_record_inside_the_subtree_fails_before_any_tensor_is_returned) {
-  TempDir dir;
-  ModelAndAdam m;
-  auto& storage = *storage_under_test();
-  const auto path = dir / "model_3.pt";
-  ckpt::save_state_file(m.state, path, storage);
+BOOST_FIXTURE_TEST_CASE(a_corrupt_record_inside_the_subtree_fails_before_any_tensor_is_returned,
+                        SavedCheckpoint) {
   ckpt::test::flip_byte(path, offset_of(path, 1.5f) + 9);  // inside the first weight
 
   const ckpt::CheckpointReader reader(path, storage);
@@ -154,12 +144,7 @@ BOOST_AUTO_TEST_CASE(a_corrupt_record_inside_the_subtree_fails_before_any_tensor
   BOOST_CHECK_NO_THROW(reader.load("trainer_state/optimizers/0"));
 }
 
-BOOST_AUTO_TEST_CASE(truncated_and_damaged_files_fail_at_open_naming_the_file) {
-  TempDir dir;
-  ModelAndAdam m;
-  auto& storage = *storage_under_test();
-  const auto path = dir / "model_3.pt";
-  ckpt::save_state_file(m.state, path, storage);
+BOOST_FIXTURE_TEST_CASE(truncated_and_damaged_files_fail_at_open_naming_the_file, SavedCheckpoint) {
   const std::string bytes = ckpt::test::read_text(path);
   for (const std::size_t keep : {bytes.size() - 1, bytes.size() / 2, std::size_t{40}}) {
     const auto cut = dir / ("cut_" + std::to_string(keep) + ".pt");
@@ -181,12 +166,7 @@ BOOST_AUTO_TEST_CASE(truncated_and_damaged_files_fail_at_open_naming_the_file) {
                         message_contains("checksum mismatch in record 'data.pkl'"));
 }
 
-BOOST_AUTO_TEST_CASE(a_missing_key_names_what_is_there) {
-  TempDir dir;
-  ModelAndAdam m;
-  auto& storage = *storage_under_test();
-  const auto path = dir / "model_3.pt";
-  ckpt::save_state_file(m.state, path, storage);
+BOOST_FIXTURE_TEST_CASE(a_missing_key_names_what_is_there, SavedCheckpoint) {
   const ckpt::CheckpointReader reader(path, storage);
   BOOST_CHECK_EXCEPTION(reader.load("modul_interface_state"), ckpt::CheckpointError,
                         message_contains("no 'modul_interface_state' in the top level",
