@@ -4,7 +4,7 @@
 # the timing) or over the same file in place ("overwrite"). Explains the save A/A rows of
 # ckpt_bench: on a thin-provisioned virtual disk mounted with `discard`, new allocations vary
 # several-fold from write to write while in-place overwrites do not.
-# Usage: bench/disk-noise.sh DIR   (needs 2 GiB in /dev/shm and 1 GiB in DIR)
+# Usage: bench/disk-noise.sh DIR   (needs 1 GiB free in /dev/shm and in DIR)
 set -euo pipefail
 dir=${1:?usage: bench/disk-noise.sh DIR}
 src=/dev/shm/ckpt-disk-noise.$$
@@ -21,7 +21,7 @@ for mode in new overwrite; do
     start=$(date +%s.%N)
     dd if="$src" of="$target" bs=4M conv=$flags status=none
     end=$(date +%s.%N)
-    line+=" $(echo "$end - $start" | bc | xargs printf %.2f)s"
+    line+=" $(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')s"
     if [ "$mode" = new ]; then rm -f "$target"; sync; fi
   done
   echo "$line"
