@@ -1,15 +1,16 @@
 // ckpt_bench: ckpt's saves and loads against the physical reference (write + fsync, read) and
 // against LibTorch's and Python's torch.save / torch.load, on the same state, in the same run.
 //
-//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 5 paired runs each
+//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-20 paired runs each
 //   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
 //   build/bench/ckpt_bench --only-staging --staging-size 256 --trainer-reps 3   # issue 16's rows
 //
 // Every mode runs in its own child process (this executable re-invoked with --child), so that its
 // peak resident memory (getrusage of the child) is its own. Every ratio is paired: a mode and its
 // reference run next to each other in the same run, the order rotated from run to run; a table
-// gives each ratio's median with its min-max over --reps runs, and an A/A row (a reference against
-// itself) shows the noise floor.
+// gives each ratio's median with its min-max and the median's 95% confidence interval, and an A/A
+// row (a reference against itself) shows the noise floor. A group of rows runs until its A/A
+// intervals are within +-10% of 1 (--reps at least, --max-reps at most).
 
 #include <ckpt/checkpoint.h>
 #include <ckpt/checkpoint_error.h>
@@ -31,6 +32,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +40,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -67,7 +70,13 @@ double& compute_seconds() {
 
 struct Options {
   std::vector<int64_t> sizes_mb{256, 1024};
-  int reps = 5;
+  // Paired runs per group (saves, loads): at least `reps`, and more, up to `max_reps`, until every
+  // A/A row's 95% interval lies within +-10% of 1 (issue 15: enough runs to see the noise floor).
+  int reps = 6;
+  int max_reps = 20;
+  // Saves timed in each save mode's process, per run; the run's figure is their median, so that
+  // one of this disk's allocation spikes (see bench/disk-noise.sh) does not become the run's.
+  int save_repeats = 3;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;
   std::string python = CKPT_BENCH_PYTHON;
   std::vector<int64_t> file_counts{1000, 10000, 100000};
@@ -107,7 +116,12 @@ void usage() {
   std::cout
       << "Usage: ckpt_bench [options]\n"
          "  --sizes MB,MB       state sizes (module + Adam state), default 256,1024\n"
-         "  --reps N            paired runs per size (ratios: median [min-max]), default 5\n"
+         "  --reps N            paired runs per size and group (saves, loads), at least;\n"
+         "                      default 6 (the fewest with a 95% interval of the median)\n"
+         "  --max-reps N        more runs, up to N, until every A/A row's 95% interval of the\n"
+         "                      median lies within +-10% of 1; default 20 (<= --reps: no more)\n"
+         "  --save-repeats N    saves timed per save mode and run, in one process; the run's\n"
+         "                      figure is their median; default 3\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -207,6 +221,13 @@ uint64_t tensor_bytes(const std::vector<torch::Tensor>& tensors) {
 }
 
 // ---------------------------------------------------------------- the child modes
+
+// Lets the disk finish what the previous write left (writeback, freed blocks) before the next
+// timed one starts.
+void settle() {
+  ::sync();
+  ::usleep(300 * 1000);
+}
 
 void fsync_path(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -388,12 +409,14 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
   if (mode == "plain_write") {
     const fs::path file = dir / "plain.bin";
     for (int i = 0; i < reps; ++i) {
+      settle();
       timed([&] { plain_write(tensors, file); });
       fs::remove(file);
     }
   } else if (mode == "torch_save") {
     for (int i = 0; i < reps; ++i) {
       fs::remove(torch_file);
+      settle();
       timed([&] {
         torch::save(tensors, torch_file.string());
         fsync_path(torch_file);
@@ -404,6 +427,7 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     for (int i = reps - 1; i >= 0; --i) {  // ends with model_0.pt, which the load rows read
       const fs::path file = dir / "ckpt" / ("model_" + std::to_string(i) + ".pt");
       fs::remove(file);  // every row writes a new file, none replaces one
+      settle();
       timed([&] { checkpointer.save(checkpoint, i); });
       if (i > 0) fs::remove(file);
     }
@@ -599,35 +623,68 @@ std::vector<std::string> rotated(const std::vector<std::string>& modes, int run)
   return order;
 }
 
-// Lets the disk finish what the previous mode left (writeback, freed blocks) before the next
-// timed mode starts.
-void settle() {
-  ::sync();
-  ::usleep(300 * 1000);
+// `interval`, when given, is the 95% CI of the median `value`, printed after it.
+void check_target(const char* what, double value, double target, bool at_least,
+                  const std::string& interval = "") {
+  const bool met = at_least ? value >= target : value <= target;
+  const std::string ci = interval.empty() ? "" : " (95% CI " + interval + ")";
+  std::printf("- %-66s %7.3f%s (target %s %.3f): %s\n", what, value, ci.c_str(),
+              at_least ? ">=" : "<=", target, met ? "met" : "NOT MET");
 }
 
-void check_target(const char* what, double value, double target, bool at_least) {
-  const bool met = at_least ? value >= target : value <= target;
-  std::printf("- %-66s %7.3f (target %s %.3f): %s\n", what, value, at_least ? ">=" : "<=", target,
-              met ? "met" : "NOT MET");
+// The distribution-free 95% confidence interval of the median of `values`: the order statistics
+// x(j) and x(n+1-j) for the largest j with 2 P(Binomial(n, 1/2) < j) <= 0.05. It assumes nothing
+// about the shape of the noise (this disk's is far from normal: rare several-fold spikes), and
+// needs at least 6 values.
+std::optional<std::pair<double, double>> median_interval(std::vector<double> values) {
+  const int n = static_cast<int>(values.size());
+  std::sort(values.begin(), values.end());
+  double term = std::pow(0.5, n);  // P(B = k), from k = 0
+  double below = 0;                // P(B <= k)
+  int j = 0;
+  for (int k = 0; k < n / 2; ++k) {
+    below += term;
+    if (2 * below > 0.05) break;
+    j = k + 1;
+    term = term * (n - k) / (k + 1);
+  }
+  if (j == 0) return std::nullopt;
+  return std::make_pair(values[j - 1], values[n - j]);
+}
+
+std::string interval_text(const std::vector<double>& ratios) {
+  const auto interval = median_interval(ratios);
+  if (!interval) return "-";
+  char text[48];
+  std::snprintf(text, sizeof text, "%.3f-%.3f", interval->first, interval->second);
+  return text;
+}
+
+// Whether an A/A row shows a noise floor within +-10%: its median's 95% interval in [0.9, 1.1].
+bool within_noise_target(const std::vector<double>& ratios) {
+  const auto interval = median_interval(ratios);
+  return interval && interval->first >= 0.9 && interval->second <= 1.1;
 }
 
 // Issue 15: saves and loads of one state against their references, every ratio taken within one
 // run (a mode and its reference run next to each other, the order rotated from run to run), with
-// an A/A row per group (the reference against itself) that shows the noise floor. Loads run warm
-// (the file in the page cache) and cold (evicted first), and report the bytes they read.
+// an A/A row per group (the reference against itself) that shows the noise floor. Each group (the
+// saves, then the loads of the files they wrote) runs until its A/A rows' 95% intervals are
+// within +-10% (--reps at least, --max-reps at most). Loads run warm (the file in the page cache)
+// and cold (evicted first), one per process as at a resume, and report the bytes they read.
 void bench_size(const Options& options, int64_t size_mb) {
   const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string exe = self_exe();
   const std::string script = CKPT_BENCH_SCRIPT;
+  const std::string save_repeats = std::to_string(options.save_repeats);
   // One child process per mode and run: its peak RSS is its own, and no run warms the next.
   auto run_mode = [&](const std::string& mode, bool cold) -> ChildResult {
     const std::string name = mode.substr(0, mode.find('#'));  // "#2": the A/A twin
     if (name == "py_save") {
       return spawn({options.python, script, "save", (dir / "ckpt" / "model_0.pt").string(),
-                    (dir / "py_save.pt").string(), "1"});
+                    (dir / "py_save.pt").string(), save_repeats});
     }
     if (name == "py_load") {
       std::vector<std::string> argv{options.python, script, "load", (dir / "py_save.pt").string(),
@@ -635,56 +692,18 @@ void bench_size(const Options& options, int64_t size_mb) {
       if (cold) argv.push_back("cold");
       return spawn(argv);
     }
-    return spawn({exe, "--child", name, "--size", std::to_string(size_mb), "--reps", "1", "--dir",
-                  dir.string(), cold ? "--cold" : "--warm"});
+    const bool save = name == "plain_write" || name == "ckpt_save" || name == "torch_save";
+    return spawn({exe, "--child", name, "--size", std::to_string(size_mb), "--reps",
+                  save ? save_repeats : "1", "--dir", dir.string(), cold ? "--cold" : "--warm"});
   };
   const auto shape = run_mode("state_bytes", false);
   const auto& sb = shape.results.at("state_bytes");
   std::fprintf(stderr, "state %lld MB: %.1f MB in %.0f tensors\n", static_cast<long long>(size_mb),
                sb[0] / kMB, sb[1]);
 
-  std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
-  if (!options.skip_python) saves.push_back("py_save");
-  std::vector<std::string> loads{"read",      "ckpt_load",    "ckpt_load#2", "ckpt_load_nomap",
-                                 "ckpt_open", "ckpt_weights", "torch_load"};
-  if (!options.skip_python) {
-    loads.push_back("py_load");
-    loads.push_back("py_load#2");
-  }
   // values[key][run]: seconds (key = mode, or "cold:" + mode), and the bytes it read.
   std::map<std::string, std::vector<double>> seconds, disk, asked;
   std::map<std::string, double> rss, file_bytes;
-  for (int run = 0; run < options.reps; ++run) {
-    std::fprintf(stderr, "  run %d/%d:", run + 1, options.reps);
-    for (const auto& mode : rotated(saves, run)) {
-      std::fprintf(stderr, " %s", mode.c_str());
-      settle();
-      const ChildResult r = run_mode(mode, false);
-      const std::string name = mode.substr(0, mode.find('#'));
-      seconds[mode].push_back(r.results.at(name).at(0));
-      rss[mode] = std::max(rss[mode], r.peak_rss_mb);
-    }
-    // ckpt_save wrote ckpt/model_0.pt, torch_save torch_save.pt, py_save py_save.pt: the loads'.
-    for (const bool cold : {false, true}) {
-      for (const auto& mode : rotated(loads, run)) {
-        std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
-        if (cold) settle();
-        const ChildResult r = run_mode(mode, cold);
-        const std::string name = mode.substr(0, mode.find('#'));
-        const std::string key = (cold ? "cold:" : "") + mode;
-        seconds[key].push_back(r.results.at(name).at(0));
-        rss[key] = std::max(rss[key], r.peak_rss_mb);
-        if (r.results.count(name + "_disk_bytes")) {
-          disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
-          file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
-        }
-        if (r.results.count(name + "_asked_bytes")) {
-          asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
-        }
-      }
-    }
-    std::fprintf(stderr, "\n");
-  }
   // The ratio of `reference` over `mode`, run by run: > 1 means `mode` is faster.
   auto ratios = [&](const std::string& reference, const std::string& mode) {
     std::vector<double> r;
@@ -694,17 +713,85 @@ void bench_size(const Options& options, int64_t size_mb) {
     }
     return r;
   };
+  // Runs `one_run` until every A/A pair of the group is within the noise target (at least
+  // --reps, at most --max-reps times); returns the number of runs.
+  using AaPairs = std::vector<std::pair<std::string, std::string>>;
+  auto run_group = [&](const char* group, auto&& one_run, const AaPairs& aa_pairs) {
+    int run = 0;
+    while (run < std::max(options.reps, options.max_reps)) {
+      std::fprintf(stderr, "  %s run %d:", group, run + 1);
+      one_run(run);
+      std::fprintf(stderr, "\n");
+      ++run;
+      if (run < options.reps) continue;
+      bool settled = true;
+      for (const auto& [reference, twin] : aa_pairs) {
+        settled = settled && within_noise_target(ratios(reference, twin));
+      }
+      if (settled) break;
+    }
+    return run;
+  };
+
+  std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
+  if (!options.skip_python) saves.push_back("py_save");
+  const int save_runs =
+      run_group("saves",
+                [&](int run) {
+                  for (const auto& mode : rotated(saves, run)) {
+                    std::fprintf(stderr, " %s", mode.c_str());
+                    const ChildResult r = run_mode(mode, false);  // each save after sync + 0.3 s
+                    seconds[mode].push_back(median(r.results.at(mode.substr(0, mode.find('#')))));
+                    rss[mode] = std::max(rss[mode], r.peak_rss_mb);
+                  }
+                },
+                {{"plain_write", "plain_write#2"}});
+
+  // ckpt_save wrote ckpt/model_0.pt, torch_save torch_save.pt, py_save py_save.pt: the loads'.
+  std::vector<std::string> loads{"read",      "ckpt_load",    "ckpt_load#2", "ckpt_load_nomap",
+                                 "ckpt_open", "ckpt_weights", "torch_load"};
+  AaPairs load_aa{{"ckpt_load", "ckpt_load#2"}, {"cold:ckpt_load", "cold:ckpt_load#2"}};
+  if (!options.skip_python) {
+    loads.push_back("py_load");
+    loads.push_back("py_load#2");
+    load_aa.push_back({"py_load", "py_load#2"});
+    load_aa.push_back({"cold:py_load", "cold:py_load#2"});
+  }
+  const int load_runs = run_group(
+      "loads",
+      [&](int run) {
+        for (const bool cold : {false, true}) {
+          for (const auto& mode : rotated(loads, run)) {
+            std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
+            if (cold) settle();
+            const ChildResult r = run_mode(mode, cold);
+            const std::string name = mode.substr(0, mode.find('#'));
+            const std::string key = (cold ? "cold:" : "") + mode;
+            seconds[key].push_back(r.results.at(name).at(0));
+            rss[key] = std::max(rss[key], r.peak_rss_mb);
+            if (r.results.count(name + "_disk_bytes")) {
+              disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
+              file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
+            }
+            if (r.results.count(name + "_asked_bytes")) {
+              asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
+            }
+          }
+        }
+      },
+      load_aa);
+
   const double mb = sb[0] / kMB;
   std::printf(
-      "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam), %d paired runs, rotated "
-      "order\n\n",
-      static_cast<long long>(size_mb), mb, sb[1], options.reps);
-  std::printf("| %-50s | %9s | %8s | %-26s | %-18s | %9s | %9s |\n", "mode", "median", "MB/s",
-              "ratio", "of", "disk read", "peak RSS");
-  std::printf("|%s|%s|%s|%s|%s|%s|%s|\n", std::string(52, '-').c_str(),
-              std::string(11, '-').c_str(), std::string(10, '-').c_str(),
-              std::string(28, '-').c_str(), std::string(20, '-').c_str(),
-              std::string(11, '-').c_str(), std::string(11, '-').c_str());
+      "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam); saves %d paired runs (each "
+      "the median of %d saves), loads %d paired runs; rotated order\n\n",
+      static_cast<long long>(size_mb), mb, sb[1], save_runs, options.save_repeats, load_runs);
+  std::printf("| %-50s | %9s | %8s | %-22s | %-11s | %-18s | %9s | %9s |\n", "mode", "median",
+              "MB/s", "ratio", "95% CI", "of", "disk read", "peak RSS");
+  std::printf(
+      "|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(52, '-').c_str(), std::string(11, '-').c_str(),
+      std::string(10, '-').c_str(), std::string(24, '-').c_str(), std::string(13, '-').c_str(),
+      std::string(20, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str());
   // A row's ratio is `over`'s time / `under`'s, run by run (one of them the row's own mode).
   auto row = [&](const std::string& label, const std::string& key, const std::string& over,
                  const std::string& under, const std::string& ratio_label) {
@@ -714,9 +801,11 @@ void bench_size(const Options& options, int64_t size_mb) {
     if (disk.count(key)) {
       std::snprintf(read_text, sizeof read_text, "%.1f MB", median(disk.at(key)) / kMB);
     }
-    std::printf("| %-50s | %7.3f s | %8.0f | %-26s | %-18s | %9s | %6.0f MB |\n", label.c_str(), t,
-                mb / t, over.empty() ? "-" : summary(ratios(over, under)).c_str(),
-                ratio_label.c_str(), read_text, rss.at(key));
+    const auto r = ratios(over, under);
+    std::printf("| %-50s | %7.3f s | %8.0f | %-22s | %-11s | %-18s | %9s | %6.0f MB |\n",
+                label.c_str(), t, mb / t, over.empty() ? "-" : summary(r).c_str(),
+                over.empty() ? "" : interval_text(r).c_str(), ratio_label.c_str(), read_text,
+                rss.at(key));
   };
   row("plain write + fsync (reference)", "plain_write", "", "", "");
   row("plain write + fsync again (A/A)", "plain_write#2", "plain_write", "plain_write#2",
@@ -749,7 +838,8 @@ void bench_size(const Options& options, int64_t size_mb) {
   const double file_mb = file_bytes.count("ckpt_weights") ? file_bytes.at("ckpt_weights") : 0;
   std::printf(
       "\n(ratio: one time over the other, as the next column says, taken within each run: "
-      "median [min-max] over the runs. disk read: /proc/self/io read_bytes of the load, 0 when "
+      "median [min-max] over the runs; 95%% CI: the distribution-free 95%% confidence interval "
+      "of that median (order statistics). disk read: /proc/self/io read_bytes of the load, 0 when "
       "the file is in the page cache.)\n");
   if (asked.count("cold:ckpt_weights") && file_mb > 0) {
     std::printf(
@@ -758,23 +848,35 @@ void bench_size(const Options& options, int64_t size_mb) {
         100.0 * median(asked.at("cold:ckpt_weights")) / file_mb, file_mb / kMB,
         median(asked.at("cold:ckpt_weights")) / kMB, median(asked.at("cold:ckpt_open")) / kMB);
   }
-  std::printf("\nTargets (paired medians):\n");
-  auto med = [&](const std::string& reference, const std::string& mode) {
-    const auto r = ratios(reference, mode);
-    return r.empty() ? 0.0 : median(r);
+  std::printf("\nNoise floor (A/A rows, 95%% CI of the median within [0.9, 1.1]):\n");
+  auto noise_line = [&](const char* what, const std::string& reference, const std::string& twin,
+                        int runs) {
+    const auto r = ratios(reference, twin);
+    if (r.empty()) return;
+    std::printf("- %-66s %s after %d runs: %s\n", what, interval_text(r).c_str(), runs,
+                within_noise_target(r) ? "within +-10%" : "NOT within +-10%");
   };
-  check_target("ckpt save throughput / plain write+fsync", med("plain_write", "ckpt_save"), 0.95,
-               true);
-  check_target("torch::save+fsync time / ckpt save time", med("torch_save", "ckpt_save"), 1.3,
-               true);
+  noise_line("plain write + fsync again", "plain_write", "plain_write#2", save_runs);
+  noise_line("ckpt load again, warm", "ckpt_load", "ckpt_load#2", load_runs);
+  noise_line("ckpt load again, cold", "cold:ckpt_load", "cold:ckpt_load#2", load_runs);
+  noise_line("Python torch.load again, warm", "py_load", "py_load#2", load_runs);
+  noise_line("Python torch.load again, cold", "cold:py_load", "cold:py_load#2", load_runs);
+  std::printf("\nTargets (paired medians, with their 95%% CI):\n");
+  auto target = [&](const char* what, const std::string& reference, const std::string& mode,
+                    double goal, bool at_least) {
+    const auto r = ratios(reference, mode);
+    check_target(what, r.empty() ? 0.0 : median(r), goal, at_least, interval_text(r));
+  };
+  target("ckpt save throughput / plain write+fsync", "plain_write", "ckpt_save", 0.95, true);
+  target("torch::save+fsync time / ckpt save time", "torch_save", "ckpt_save", 1.3, true);
   if (!options.skip_python) {
-    check_target("Python torch.load / ckpt verified load (mmap), warm", med("py_load", "ckpt_load"),
-                 2.0, true);
-    check_target("Python torch.load / ckpt verified load (mmap), cold",
-                 med("cold:py_load", "cold:ckpt_load"), 1.0, true);
+    target("Python torch.load / ckpt verified load (mmap), warm", "py_load", "ckpt_load", 2.0,
+           true);
+    target("Python torch.load / ckpt verified load (mmap), cold", "cold:py_load", "cold:ckpt_load",
+           1.0, true);
   }
-  check_target("ckpt weights-only time / full verified load, cold",
-               med("cold:ckpt_weights", "cold:ckpt_load"), 0.5, false);
+  target("ckpt weights-only time / full verified load, cold", "cold:ckpt_weights", "cold:ckpt_load",
+         0.5, false);
   if (asked.count("cold:ckpt_weights") && file_mb > 0) {
     check_target("ckpt weights-only bytes read / file bytes",
                  median(asked.at("cold:ckpt_weights")) / file_mb, 0.40, false);
@@ -1102,6 +1204,11 @@ int main(int argc, char** argv) {
     } else if (arg == "--reps") {
       options.reps = static_cast<int>(parse_list(value(), arg).at(0));
       if (options.reps < 1) die("--reps must be >= 1");
+    } else if (arg == "--max-reps") {
+      options.max_reps = static_cast<int>(parse_list(value(), arg).at(0));
+    } else if (arg == "--save-repeats") {
+      options.save_repeats = static_cast<int>(parse_list(value(), arg).at(0));
+      if (options.save_repeats < 1) die("--save-repeats must be >= 1");
     } else if (arg == "--dir") {
       options.dir = value();
     } else if (arg == "--python") {

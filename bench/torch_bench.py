@@ -28,6 +28,8 @@ def save(source, out, reps):
     for _ in range(reps):
         if os.path.exists(out):
             os.remove(out)  # every row writes a new file, none replaces one
+        os.sync()  # as ckpt_bench's settle(): the disk finishes the last write first
+        time.sleep(0.3)
         start = time.perf_counter()
         # What PyMarlin's DefaultCheckpointer does, plus the fsync that makes it durable.
         with open(out, "wb") as f:
