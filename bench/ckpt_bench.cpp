@@ -1,7 +1,7 @@
 // ckpt_bench: ckpt's saves and loads against the physical reference (write + fsync, read) and
 // against LibTorch's and Python's torch.save / torch.load, on the same state, in the same run.
 //
-//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-20 paired runs each
+//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-30 paired runs each
 //   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
 //   build/bench/ckpt_bench --only-staging --staging-size 256 --trainer-reps 3   # issue 16's rows
 //
@@ -73,9 +73,9 @@ struct Options {
   // Paired runs per group (saves, loads): at least `reps`, and more, up to `max_reps`, until every
   // A/A row's 95% interval lies within +-10% of 1 (issue 15: enough runs to see the noise floor).
   int reps = 6;
-  int max_reps = 20;
-  // Saves timed in each save mode's process, per run; the run's figure is their median, so that
-  // one of this disk's allocation spikes (see bench/disk-noise.sh) does not become the run's.
+  int max_reps = 30;
+  // Saves timed per save mode and run; the run's figure is their median, so that one of this
+  // machine's write spikes (see bench/disk-noise.sh) does not become the run's.
   int save_repeats = 3;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;
   std::string python = CKPT_BENCH_PYTHON;
@@ -119,9 +119,10 @@ void usage() {
          "  --reps N            paired runs per size and group (saves, loads), at least;\n"
          "                      default 6 (the fewest with a 95% interval of the median)\n"
          "  --max-reps N        more runs, up to N, until every A/A row's 95% interval of the\n"
-         "                      median lies within +-10% of 1; default 20 (<= --reps: no more)\n"
-         "  --save-repeats N    saves timed per save mode and run, in one process; the run's\n"
-         "                      figure is their median; default 3\n"
+         "                      median lies within +-10% of 1; default 30 (<= --reps: no more)\n"
+         "  --save-repeats N    saves timed per save mode and run (the C++ ones interleaved in "
+         "one\n"
+         "                      process); the run's figure is their median; default 3\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -335,7 +336,8 @@ ckpt::Storage& unmapped_local() {
   return storage;
 }
 
-int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path& dir, bool cold) {
+int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path& dir, bool cold,
+              const std::vector<std::string>& group_order) {
   std::vector<double> times;
   auto timed = [&](auto&& body) {
     const auto start = Clock::now();
@@ -406,31 +408,52 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     return 0;
   }
   const std::vector<torch::Tensor> tensors = tensors_of(checkpoint);
-  if (mode == "plain_write") {
-    const fs::path file = dir / "plain.bin";
-    for (int i = 0; i < reps; ++i) {
+  // One timed save of a new file by `name` (plain_write, torch_save or ckpt_save), after settle().
+  // ckpt's saves count down to model_0.pt, which the load rows read, and remove the ones before.
+  std::optional<ckpt::DefaultCheckpointer> checkpointer;
+  int64_t ckpt_index = reps;
+  auto save_once = [&](const std::string& name) {
+    if (name == "plain_write") {
+      const fs::path file = dir / "plain.bin";
       settle();
       timed([&] { plain_write(tensors, file); });
       fs::remove(file);
-    }
-  } else if (mode == "torch_save") {
-    for (int i = 0; i < reps; ++i) {
-      fs::remove(torch_file);
+    } else if (name == "torch_save") {
+      fs::remove(torch_file);  // every row writes a new file, none replaces one
       settle();
       timed([&] {
         torch::save(tensors, torch_file.string());
         fsync_path(torch_file);
       });
-    }
-  } else if (mode == "ckpt_save") {
-    ckpt::DefaultCheckpointer checkpointer(checkpointer_args(dir / "ckpt", false));
-    for (int i = reps - 1; i >= 0; --i) {  // ends with model_0.pt, which the load rows read
-      const fs::path file = dir / "ckpt" / ("model_" + std::to_string(i) + ".pt");
-      fs::remove(file);  // every row writes a new file, none replaces one
+    } else if (name == "ckpt_save") {
+      if (!checkpointer) checkpointer.emplace(checkpointer_args(dir / "ckpt", false));
+      const int64_t index = --ckpt_index;
+      const fs::path file = dir / "ckpt" / ("model_" + std::to_string(index) + ".pt");
+      fs::remove(file);
       settle();
-      timed([&] { checkpointer.save(checkpoint, i); });
-      if (i > 0) fs::remove(file);
+      timed([&] { checkpointer->save(checkpoint, index); });
+      if (index > 0) fs::remove(file);
+    } else {
+      die("unknown save mode " + name);
     }
+  };
+  if (mode == "plain_write" || mode == "torch_save" || mode == "ckpt_save") {
+    for (int i = 0; i < reps; ++i) save_once(mode);
+  } else if (mode == "save_group") {
+    // The C++ save modes of one run in one process: one state, `reps` rounds, every mode once per
+    // round, the order reversed every other round (A B C, C B A, A B C), so that the modes of a
+    // run are timed seconds apart and no mode always runs first.
+    std::map<std::string, std::vector<double>> by_mode;
+    for (int round = 0; round < reps; ++round) {
+      std::vector<std::string> order = group_order;
+      if (round % 2 == 1) std::reverse(order.begin(), order.end());
+      for (const auto& member : order) {
+        save_once(member.substr(0, member.find('#')));  // "#2": the A/A twin
+        by_mode[member].push_back(times.back());
+      }
+    }
+    for (const auto& [member, seconds] : by_mode) print_result(member, seconds);
+    return 0;
   } else if (mode == "ckpt_async") {
     // One more save than asked: the first allocates the staging memory, later ones reuse it.
     std::vector<double> durable;
@@ -692,9 +715,8 @@ void bench_size(const Options& options, int64_t size_mb) {
       if (cold) argv.push_back("cold");
       return spawn(argv);
     }
-    const bool save = name == "plain_write" || name == "ckpt_save" || name == "torch_save";
-    return spawn({exe, "--child", name, "--size", std::to_string(size_mb), "--reps",
-                  save ? save_repeats : "1", "--dir", dir.string(), cold ? "--cold" : "--warm"});
+    return spawn({exe, "--child", name, "--size", std::to_string(size_mb), "--reps", "1", "--dir",
+                  dir.string(), cold ? "--cold" : "--warm"});
   };
   const auto shape = run_mode("state_bytes", false);
   const auto& sb = shape.results.at("state_bytes");
@@ -708,9 +730,9 @@ void bench_size(const Options& options, int64_t size_mb) {
   auto ratios = [&](const std::string& reference, const std::string& mode) {
     std::vector<double> r;
     if (!seconds.count(reference) || !seconds.count(mode)) return r;
-    for (std::size_t i = 0; i < seconds.at(mode).size(); ++i) {
-      r.push_back(seconds.at(reference)[i] / seconds.at(mode)[i]);
-    }
+    // Runs 0..n-1 of both (the Python saves run in the first --reps runs only).
+    const std::size_t n = std::min(seconds.at(reference).size(), seconds.at(mode).size());
+    for (std::size_t i = 0; i < n; ++i) r.push_back(seconds.at(reference)[i] / seconds.at(mode)[i]);
     return r;
   };
   // Runs `one_run` until every A/A pair of the group is within the noise target (at least
@@ -733,19 +755,34 @@ void bench_size(const Options& options, int64_t size_mb) {
     return run;
   };
 
-  std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
-  if (!options.skip_python) saves.push_back("py_save");
-  const int save_runs =
-      run_group("saves",
-                [&](int run) {
-                  for (const auto& mode : rotated(saves, run)) {
-                    std::fprintf(stderr, " %s", mode.c_str());
-                    const ChildResult r = run_mode(mode, false);  // each save after sync + 0.3 s
-                    seconds[mode].push_back(median(r.results.at(mode.substr(0, mode.find('#')))));
-                    rss[mode] = std::max(rss[mode], r.peak_rss_mb);
-                  }
-                },
-                {{"plain_write", "plain_write#2"}});
+  // The C++ saves of a run share one process (save_group: one state, interleaved rounds), so their
+  // peak memory comes from one untimed save of each in a process of its own.
+  const std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
+  for (const std::string mode : {"plain_write", "ckpt_save", "torch_save"}) {
+    rss[mode] = spawn({exe, "--child", mode, "--size", std::to_string(size_mb), "--reps", "1",
+                       "--dir", dir.string()})
+                    .peak_rss_mb;
+  }
+  rss["plain_write#2"] = rss["plain_write"];
+  const int save_runs = run_group(
+      "saves",
+      [&](int run) {
+        std::string order;
+        for (const auto& mode : rotated(saves, run)) order += (order.empty() ? "" : ",") + mode;
+        std::fprintf(stderr, " %s", order.c_str());
+        const ChildResult r =
+            spawn({exe, "--child", "save_group", "--order", order, "--size",
+                   std::to_string(size_mb), "--reps", save_repeats, "--dir", dir.string()});
+        for (const auto& mode : saves) seconds[mode].push_back(median(r.results.at(mode)));
+        // Python's save is no A/A pair, so it need not wait for the noise floor: the first runs.
+        if (!options.skip_python && run < options.reps) {
+          std::fprintf(stderr, " py_save");
+          const ChildResult py = run_mode("py_save", false);
+          seconds["py_save"].push_back(median(py.results.at("py_save")));
+          rss["py_save"] = std::max(rss["py_save"], py.peak_rss_mb);
+        }
+      },
+      {{"plain_write", "plain_write#2"}});
 
   // ckpt_save wrote ckpt/model_0.pt, torch_save torch_save.pt, py_save py_save.pt: the loads'.
   std::vector<std::string> loads{"read",      "ckpt_load",    "ckpt_load#2", "ckpt_load_nomap",
@@ -783,14 +820,15 @@ void bench_size(const Options& options, int64_t size_mb) {
 
   const double mb = sb[0] / kMB;
   std::printf(
-      "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam); saves %d paired runs (each "
-      "the median of %d saves), loads %d paired runs; rotated order\n\n",
-      static_cast<long long>(size_mb), mb, sb[1], save_runs, options.save_repeats, load_runs);
-  std::printf("| %-50s | %9s | %8s | %-22s | %-11s | %-18s | %9s | %9s |\n", "mode", "median",
+      "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam); saves: %d paired runs (each "
+      "the median of %d interleaved saves; Python's: the first %d), loads: %d paired runs\n\n",
+      static_cast<long long>(size_mb), mb, sb[1], save_runs, options.save_repeats,
+      std::min(save_runs, options.reps), load_runs);
+  std::printf("| %-50s | %9s | %8s | %-22s | %-13s | %-18s | %9s | %9s |\n", "mode", "median",
               "MB/s", "ratio", "95% CI", "of", "disk read", "peak RSS");
   std::printf(
       "|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(52, '-').c_str(), std::string(11, '-').c_str(),
-      std::string(10, '-').c_str(), std::string(24, '-').c_str(), std::string(13, '-').c_str(),
+      std::string(10, '-').c_str(), std::string(24, '-').c_str(), std::string(15, '-').c_str(),
       std::string(20, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str());
   // A row's ratio is `over`'s time / `under`'s, run by run (one of them the row's own mode).
   auto row = [&](const std::string& label, const std::string& key, const std::string& over,
@@ -802,7 +840,7 @@ void bench_size(const Options& options, int64_t size_mb) {
       std::snprintf(read_text, sizeof read_text, "%.1f MB", median(disk.at(key)) / kMB);
     }
     const auto r = ratios(over, under);
-    std::printf("| %-50s | %7.3f s | %8.0f | %-22s | %-11s | %-18s | %9s | %6.0f MB |\n",
+    std::printf("| %-50s | %7.3f s | %8.0f | %-22s | %-13s | %-18s | %9s | %6.0f MB |\n",
                 label.c_str(), t, mb / t, over.empty() ? "-" : summary(r).c_str(),
                 over.empty() ? "" : interval_text(r).c_str(), ratio_label.c_str(), read_text,
                 rss.at(key));
@@ -1190,6 +1228,7 @@ int main(int argc, char** argv) {
   Options options;
   std::string child_mode;
   int64_t child_size = 0;
+  std::vector<std::string> child_order;  // save_group's modes, in the run's order
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -1251,6 +1290,9 @@ int main(int argc, char** argv) {
       options.only_s3 = true;
     } else if (arg == "--child") {
       child_mode = value();
+    } else if (arg == "--order") {
+      std::stringstream in(value());
+      for (std::string item; std::getline(in, item, ',');) child_order.push_back(item);
     } else if (arg == "--size") {
       child_size = parse_list(value(), arg).at(0);
     } else {
@@ -1259,7 +1301,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (!child_mode.empty()) {
-      return run_child(child_mode, child_size, options.reps, options.dir, options.cold);
+      return run_child(child_mode, child_size, options.reps, options.dir, options.cold,
+                       child_order);
     }
     if (!options.skip_python &&
         std::system(("'" + options.python + "' -c 'import torch' 2>/dev/null").c_str()) != 0) {
