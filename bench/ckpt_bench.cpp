@@ -636,12 +636,17 @@ std::string summary(const std::vector<double>& ratios) {
   return text;
 }
 
-// The order of `modes` in run `run`: rotated, so that no mode always runs first, and reversed in
-// every other run, so that no mode always runs right after the same other one (a write slows the
-// one after it while the disk catches up).
+// The order of `modes` in run `run`: reversed in every other run, so that no mode always runs
+// right after the same other one (a write slows the one after it while the disk catches up), and
+// rotated every second run, so that no mode always runs first. Every rotation comes both ways
+// within 2 x modes runs; rotating every run instead would, for an even number of modes, tie each
+// rotation to one direction (with four, the A of an A/A pair would always run before its twin).
 std::vector<std::string> rotated(const std::vector<std::string>& modes, int run) {
   std::vector<std::string> order;
-  for (std::size_t i = 0; i < modes.size(); ++i) order.push_back(modes[(i + run) % modes.size()]);
+  const std::size_t shift = static_cast<std::size_t>(run / 2);
+  for (std::size_t i = 0; i < modes.size(); ++i) {
+    order.push_back(modes[(i + shift) % modes.size()]);
+  }
   if (run % 2 == 1) std::reverse(order.begin(), order.end());
   return order;
 }
