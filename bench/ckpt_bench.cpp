@@ -1,7 +1,7 @@
 // ckpt_bench: ckpt's saves and loads against the physical reference (write + fsync, read) and
 // against LibTorch's and Python's torch.save / torch.load, on the same state, in the same run.
 //
-//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-30 paired runs each
+//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-20 paired runs each
 //   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
 //   build/bench/ckpt_bench --only-staging --staging-size 256 --trainer-reps 3   # issue 16's rows
 //
@@ -73,7 +73,7 @@ struct Options {
   // Paired runs per group (saves, loads): at least `reps`, and more, up to `max_reps`, until every
   // A/A row's 95% interval lies within +-10% of 1 (issue 15: enough runs to see the noise floor).
   int reps = 6;
-  int max_reps = 30;
+  int max_reps = 20;
   // Saves timed per save mode and run; the run's figure is their median, so that one of this
   // machine's write spikes (see bench/disk-noise.sh) does not become the run's.
   int save_repeats = 3;
@@ -119,7 +119,7 @@ void usage() {
          "  --reps N            paired runs per size and group (saves, loads), at least;\n"
          "                      default 6 (the fewest with a 95% interval of the median)\n"
          "  --max-reps N        more runs, up to N, until every A/A row's 95% interval of the\n"
-         "                      median lies within +-10% of 1; default 30 (<= --reps: no more)\n"
+         "                      median lies within +-10% of 1; default 20 (<= --reps: no more)\n"
          "  --save-repeats N    saves timed per save mode and run (the C++ ones interleaved in "
          "one\n"
          "                      process); the run's figure is their median; default 3\n"
@@ -408,47 +408,51 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     return 0;
   }
   const std::vector<torch::Tensor> tensors = tensors_of(checkpoint);
-  // One timed save of a new file by `name` (plain_write, torch_save or ckpt_save), after settle().
-  // ckpt's saves count down to model_0.pt, which the load rows read, and remove the ones before.
+  // One timed save of a new file by `name` (plain_write, torch_save or ckpt_save), after settle(),
+  // the file removed right after unless `keep`: so that every save starts with the page cache as
+  // the last one left it, not with a gigabyte more of it taken (on this VM a page the guest has
+  // not used lately costs far more to fill; a save that kept its file made the next one slow).
   std::optional<ckpt::DefaultCheckpointer> checkpointer;
-  int64_t ckpt_index = reps;
-  auto save_once = [&](const std::string& name) {
+  int64_t ckpt_index = 0;
+  auto save_once = [&](const std::string& name, bool keep) {
+    fs::path file;
     if (name == "plain_write") {
-      const fs::path file = dir / "plain.bin";
+      file = dir / "plain.bin";
       settle();
       timed([&] { plain_write(tensors, file); });
-      fs::remove(file);
     } else if (name == "torch_save") {
-      fs::remove(torch_file);  // every row writes a new file, none replaces one
+      file = keep ? torch_file : dir / "torch_save_timed.pt";  // torch_save.pt: the loads'
+      fs::remove(file);  // every row writes a new file, none replaces one
       settle();
       timed([&] {
-        torch::save(tensors, torch_file.string());
-        fsync_path(torch_file);
+        torch::save(tensors, file.string());
+        fsync_path(file);
       });
     } else if (name == "ckpt_save") {
       if (!checkpointer) checkpointer.emplace(checkpointer_args(dir / "ckpt", false));
-      const int64_t index = --ckpt_index;
-      const fs::path file = dir / "ckpt" / ("model_" + std::to_string(index) + ".pt");
+      const int64_t index = keep ? 0 : ++ckpt_index;  // model_0.pt: the one the loads read
+      file = dir / "ckpt" / ("model_" + std::to_string(index) + ".pt");
       fs::remove(file);
       settle();
       timed([&] { checkpointer->save(checkpoint, index); });
-      if (index > 0) fs::remove(file);
     } else {
       die("unknown save mode " + name);
     }
+    if (!keep) fs::remove(file);
   };
   if (mode == "plain_write" || mode == "torch_save" || mode == "ckpt_save") {
-    for (int i = 0; i < reps; ++i) save_once(mode);
+    // On its own (for its peak memory): the last save keeps its file, which the loads read.
+    for (int i = 0; i < reps; ++i) save_once(mode, i == reps - 1 && mode != "plain_write");
   } else if (mode == "save_group") {
     // The C++ save modes of one run in one process: one state, `reps` rounds, every mode once per
     // round, the order reversed every other round (A B C, C B A, A B C), so that the modes of a
-    // run are timed seconds apart and no mode always runs first.
+    // run are timed seconds apart and no mode always runs first. None keeps its file.
     std::map<std::string, std::vector<double>> by_mode;
     for (int round = 0; round < reps; ++round) {
       std::vector<std::string> order = group_order;
       if (round % 2 == 1) std::reverse(order.begin(), order.end());
       for (const auto& member : order) {
-        save_once(member.substr(0, member.find('#')));  // "#2": the A/A twin
+        save_once(member.substr(0, member.find('#')), false);  // "#2": the A/A twin
         by_mode[member].push_back(times.back());
       }
     }
@@ -761,7 +765,8 @@ void bench_size(const Options& options, int64_t size_mb) {
   };
 
   // The C++ saves of a run share one process (save_group: one state, interleaved rounds), so their
-  // peak memory comes from one untimed save of each in a process of its own.
+  // peak memory comes from one untimed save of each in a process of its own; those also write the
+  // files the loads read (ckpt/model_0.pt, torch_save.pt) and Python's save reads.
   const std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
   for (const std::string mode : {"plain_write", "ckpt_save", "torch_save"}) {
     rss[mode] = spawn({exe, "--child", mode, "--size", std::to_string(size_mb), "--reps", "1",
@@ -789,7 +794,7 @@ void bench_size(const Options& options, int64_t size_mb) {
       },
       {{"plain_write", "plain_write#2"}});
 
-  // ckpt_save wrote ckpt/model_0.pt, torch_save torch_save.pt, py_save py_save.pt: the loads'.
+  // The untimed saves wrote ckpt/model_0.pt and torch_save.pt, py_save py_save.pt: the loads'.
   std::vector<std::string> loads{"read",      "ckpt_load",    "ckpt_load#2", "ckpt_load_nomap",
                                  "ckpt_open", "ckpt_weights", "torch_load"};
   AaPairs load_aa{{"ckpt_load", "ckpt_load#2"}, {"cold:ckpt_load", "cold:ckpt_load#2"}};
