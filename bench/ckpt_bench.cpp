@@ -120,9 +120,8 @@ void usage() {
          "                      default 6 (the fewest with a 95% interval of the median)\n"
          "  --max-reps N        more runs, up to N, until every A/A row's 95% interval of the\n"
          "                      median lies within +-10% of 1; default 20 (<= --reps: no more)\n"
-         "  --save-repeats N    saves timed per save mode and run (the C++ ones interleaved in "
-         "one\n"
-         "                      process); the run's figure is their median; default 3\n"
+         "  --save-repeats N    saves timed per save mode and run (the C++ ones interleaved,\n"
+         "                      in one process); the run's figure is their median; default 3\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -701,9 +700,10 @@ bool within_noise_target(const std::vector<double>& ratios) {
 // Issue 15: saves and loads of one state against their references, every ratio taken within one
 // run (a mode and its reference run next to each other, the order rotated from run to run), with
 // an A/A row per group (the reference against itself) that shows the noise floor. Each group (the
-// saves, then the loads of the files they wrote) runs until its A/A rows' 95% intervals are
-// within +-10% (--reps at least, --max-reps at most). Loads run warm (the file in the page cache)
-// and cold (evicted first), one per process as at a resume, and report the bytes they read.
+// saves, then the loads of the files the untimed saves wrote) runs until its A/A rows' 95%
+// intervals are within +-10% (--reps at least, --max-reps at most). Loads run warm (the file in the
+// page cache) and cold (evicted first), one per process as at a resume, and report the bytes they
+// read.
 void bench_size(const Options& options, int64_t size_mb) {
   const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
   fs::remove_all(dir);
@@ -769,9 +769,7 @@ void bench_size(const Options& options, int64_t size_mb) {
   // files the loads read (ckpt/model_0.pt, torch_save.pt) and Python's save reads.
   const std::vector<std::string> saves{"plain_write", "plain_write#2", "ckpt_save", "torch_save"};
   for (const std::string mode : {"plain_write", "ckpt_save", "torch_save"}) {
-    rss[mode] = spawn({exe, "--child", mode, "--size", std::to_string(size_mb), "--reps", "1",
-                       "--dir", dir.string()})
-                    .peak_rss_mb;
+    rss[mode] = run_mode(mode, false).peak_rss_mb;
   }
   rss["plain_write#2"] = rss["plain_write"];
   const int save_runs = run_group(
