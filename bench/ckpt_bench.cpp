@@ -76,7 +76,7 @@ struct Options {
   int max_reps = 20;
   // Saves timed per save mode and run; the run's figure is their median, so that one of this
   // machine's write spikes (see bench/disk-noise.sh) does not become the run's.
-  int save_repeats = 3;
+  int save_repeats = 5;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;
   std::string python = CKPT_BENCH_PYTHON;
   std::vector<int64_t> file_counts{1000, 10000, 100000};
@@ -120,8 +120,10 @@ void usage() {
          "                      default 6 (the fewest with a 95% interval of the median)\n"
          "  --max-reps N        more runs, up to N, until every A/A row's 95% interval of the\n"
          "                      median lies within +-10% of 1; default 20 (<= --reps: no more)\n"
-         "  --save-repeats N    saves timed per save mode and run (the C++ ones interleaved,\n"
-         "                      in one process); the run's figure is their median; default 3\n"
+         "  --save-repeats N    rounds of saves per run: the C++ modes once per round, in one\n"
+         "                      process, each after an untimed plain write; a run's time is the\n"
+         "                      median of its rounds, its ratio the median of the rounds'\n"
+         "                      ratios; Python's saves N times in its own; default 5\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -447,10 +449,14 @@ int run_child(const std::string& mode, int64_t size_mb, int reps, const fs::path
     // round, the order reversed every other round (A B C, C B A, A B C), so that the modes of a
     // run are timed seconds apart and no mode always runs first. None keeps its file.
     std::map<std::string, std::vector<double>> by_mode;
+    // Every timed save comes right after an untimed plain write of the same bytes (the lead-in),
+    // so that none inherits what the one before it left: on this VM the write after a torch::save
+    // takes about 4x as long as after any other save, and the first write of a process about 5x.
     for (int round = 0; round < reps; ++round) {
       std::vector<std::string> order = group_order;
       if (round % 2 == 1) std::reverse(order.begin(), order.end());
       for (const auto& member : order) {
+        save_once("plain_write", false);
         save_once(member.substr(0, member.find('#')), false);  // "#2": the A/A twin
         by_mode[member].push_back(times.back());
       }
@@ -734,6 +740,8 @@ void bench_size(const Options& options, int64_t size_mb) {
 
   // values[key][run]: seconds (key = mode, or "cold:" + mode), and the bytes it read.
   std::map<std::string, std::vector<double>> seconds, disk, asked;
+  // rounds[mode][run]: the save group's seconds of `mode` in each round of the run.
+  std::map<std::string, std::vector<std::vector<double>>> rounds;
   std::map<std::string, double> rss, file_bytes;
   // The ratio of `reference` over `mode`, run by run: > 1 means `mode` is faster.
   auto ratios = [&](const std::string& reference, const std::string& mode) {
@@ -741,7 +749,20 @@ void bench_size(const Options& options, int64_t size_mb) {
     if (!seconds.count(reference) || !seconds.count(mode)) return r;
     // Runs 0..n-1 of both (the Python saves run in the first --reps runs only).
     const std::size_t n = std::min(seconds.at(reference).size(), seconds.at(mode).size());
-    for (std::size_t i = 0; i < n; ++i) r.push_back(seconds.at(reference)[i] / seconds.at(mode)[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (rounds.count(reference) && rounds.count(mode)) {
+        // Two saves of one group: the median of the run's ratios round by round, each taken
+        // between saves seconds apart, so that a slow spell of the machine lands on both.
+        const auto& a = rounds.at(reference)[i];
+        const auto& b = rounds.at(mode)[i];
+        std::vector<double> by_round;
+        for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k)
+          by_round.push_back(a[k] / b[k]);
+        r.push_back(median(by_round));
+      } else {
+        r.push_back(seconds.at(reference)[i] / seconds.at(mode)[i]);
+      }
+    }
     return r;
   };
   // Runs `one_run` until every A/A pair of the group is within the noise target (at least
@@ -781,7 +802,10 @@ void bench_size(const Options& options, int64_t size_mb) {
         const ChildResult r =
             spawn({exe, "--child", "save_group", "--order", order, "--size",
                    std::to_string(size_mb), "--reps", save_repeats, "--dir", dir.string()});
-        for (const auto& mode : saves) seconds[mode].push_back(median(r.results.at(mode)));
+        for (const auto& mode : saves) {
+          seconds[mode].push_back(median(r.results.at(mode)));
+          rounds[mode].push_back(r.results.at(mode));
+        }
         // Python's save is no A/A pair, so it need not wait for the noise floor: the first runs.
         if (!options.skip_python && run < options.reps) {
           std::fprintf(stderr, " py_save");
