@@ -77,6 +77,10 @@ struct Options {
   // Saves timed per save mode and run; the run's figure is their median, so that one of this
   // machine's write spikes (see bench/disk-noise.sh) does not become the run's.
   int save_repeats = 5;
+  // Rounds of loads per run, every load mode once per round, each in a process of its own; the
+  // run's figure is their median and its ratios the median of the rounds' ratios, so that one slow
+  // process (page faults, a disk spike) does not become the run's.
+  int load_rounds = 3;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;
   std::string python = CKPT_BENCH_PYTHON;
   std::vector<int64_t> file_counts{1000, 10000, 100000};
@@ -124,6 +128,10 @@ void usage() {
          "                      process, each after an untimed plain write; a run's time is the\n"
          "                      median of its rounds, its ratio the median of the rounds'\n"
          "                      ratios; Python's saves N times in its own; default 5\n"
+         "  --load-rounds N     rounds of loads per run: every load mode once per round, each in\n"
+         "                      a process of its own, the order reversed every other round; a\n"
+         "                      run's time is the median of its rounds, its ratio the median of\n"
+         "                      the rounds' ratios; default 3\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -660,6 +668,23 @@ std::vector<std::string> rotated(const std::vector<std::string>& modes, int run)
   return order;
 }
 
+// `order` with every A/A twin ("X#2") and its reference ("X") swapped. An A/A pair stands next
+// to each other in the list, so in a rotated order the reference always runs after one neighbour
+// (or the twin) and the twin after the other (or the reference); swapping them every other
+// rotation gives both the same neighbours equally often (a warm 256 MB load here takes about 10%
+// longer after a Python process than after another ckpt load).
+std::vector<std::string> twins_swapped(const std::vector<std::string>& order) {
+  std::vector<std::string> swapped = order;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const auto hash = order[i].find('#');
+    const auto reference = std::find(order.begin(), order.end(), order[i].substr(0, hash));
+    if (hash == std::string::npos || reference == order.end()) continue;
+    swapped[static_cast<std::size_t>(reference - order.begin())] = order[i];
+    swapped[i] = *reference;
+  }
+  return swapped;
+}
+
 // `interval`, when given, is the 95% CI of the median `value`, printed after it.
 void check_target(const char* what, double value, double target, bool at_least,
                   const std::string& interval = "") {
@@ -740,7 +765,7 @@ void bench_size(const Options& options, int64_t size_mb) {
 
   // values[key][run]: seconds (key = mode, or "cold:" + mode), and the bytes it read.
   std::map<std::string, std::vector<double>> seconds, disk, asked;
-  // rounds[mode][run]: the save group's seconds of `mode` in each round of the run.
+  // rounds[key][run]: the seconds of `key` in each round of the run (saves and loads).
   std::map<std::string, std::vector<std::vector<double>>> rounds;
   std::map<std::string, double> rss, file_bytes;
   // The ratio of `reference` over `mode`, run by run: > 1 means `mode` is faster.
@@ -751,8 +776,8 @@ void bench_size(const Options& options, int64_t size_mb) {
     const std::size_t n = std::min(seconds.at(reference).size(), seconds.at(mode).size());
     for (std::size_t i = 0; i < n; ++i) {
       if (rounds.count(reference) && rounds.count(mode)) {
-        // Two saves of one group: the median of the run's ratios round by round, each taken
-        // between saves seconds apart, so that a slow spell of the machine lands on both.
+        // Two modes of one group: the median of the run's ratios round by round, each taken
+        // between runs seconds apart, so that a slow spell of the machine lands on both.
         const auto& a = rounds.at(reference)[i];
         const auto& b = rounds.at(mode)[i];
         std::vector<double> by_round;
@@ -826,36 +851,52 @@ void bench_size(const Options& options, int64_t size_mb) {
     load_aa.push_back({"py_load", "py_load#2"});
     load_aa.push_back({"cold:py_load", "cold:py_load#2"});
   }
+  // A run: --load-rounds rounds, every mode once per round warm and once cold, each load in a
+  // process of its own (as at a resume), the order reversed every other round.
   const int load_runs = run_group(
       "loads",
       [&](int run) {
-        for (const bool cold : {false, true}) {
-          for (const auto& mode : rotated(loads, run)) {
-            std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
-            if (cold) settle();
-            const ChildResult r = run_mode(mode, cold);
-            const std::string name = mode.substr(0, mode.find('#'));
-            const std::string key = (cold ? "cold:" : "") + mode;
-            seconds[key].push_back(r.results.at(name).at(0));
-            rss[key] = std::max(rss[key], r.peak_rss_mb);
-            if (r.results.count(name + "_disk_bytes")) {
-              disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
-              file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
-            }
-            if (r.results.count(name + "_asked_bytes")) {
-              asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
+        std::map<std::string, std::vector<double>> run_seconds, run_disk, run_asked;
+        for (int round = 0; round < options.load_rounds; ++round) {
+          std::vector<std::string> order = rotated(loads, run);
+          if ((run / 2) % 2 == 1) order = twins_swapped(order);
+          if (round % 2 == 1) std::reverse(order.begin(), order.end());
+          if (round > 0) std::fprintf(stderr, " |");
+          for (const bool cold : {false, true}) {
+            for (const auto& mode : order) {
+              std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
+              if (cold) settle();
+              const ChildResult r = run_mode(mode, cold);
+              const std::string name = mode.substr(0, mode.find('#'));
+              const std::string key = (cold ? "cold:" : "") + mode;
+              run_seconds[key].push_back(r.results.at(name).at(0));
+              rss[key] = std::max(rss[key], r.peak_rss_mb);
+              if (r.results.count(name + "_disk_bytes")) {
+                run_disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
+                file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
+              }
+              if (r.results.count(name + "_asked_bytes")) {
+                run_asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
+              }
             }
           }
         }
+        for (const auto& [key, times] : run_seconds) {
+          seconds[key].push_back(median(times));
+          rounds[key].push_back(times);
+        }
+        for (const auto& [key, bytes] : run_disk) disk[key].push_back(median(bytes));
+        for (const auto& [key, bytes] : run_asked) asked[key].push_back(median(bytes));
       },
       load_aa);
 
   const double mb = sb[0] / kMB;
   std::printf(
       "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam); saves: %d paired runs (each "
-      "the median of %d interleaved saves; Python's: the first %d), loads: %d paired runs\n\n",
+      "the median of %d interleaved saves; Python's: the first %d), loads: %d paired runs (each "
+      "the median of %d rounds)\n\n",
       static_cast<long long>(size_mb), mb, sb[1], save_runs, options.save_repeats,
-      std::min(save_runs, options.reps), load_runs);
+      std::min(save_runs, options.reps), load_runs, options.load_rounds);
   std::printf("| %-50s | %9s | %8s | %-22s | %-13s | %-18s | %9s | %9s |\n", "mode", "median",
               "MB/s", "ratio", "95% CI", "of", "disk read", "peak RSS");
   std::printf(
@@ -1280,6 +1321,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--save-repeats") {
       options.save_repeats = static_cast<int>(parse_list(value(), arg).at(0));
       if (options.save_repeats < 1) die("--save-repeats must be >= 1");
+    } else if (arg == "--load-rounds") {
+      options.load_rounds = static_cast<int>(parse_list(value(), arg).at(0));
+      if (options.load_rounds < 1) die("--load-rounds must be >= 1");
     } else if (arg == "--dir") {
       options.dir = value();
     } else if (arg == "--python") {
