@@ -671,8 +671,8 @@ std::vector<std::string> rotated(const std::vector<std::string>& modes, int run)
 // `order` with every A/A twin ("X#2") and its reference ("X") swapped. An A/A pair stands next
 // to each other in the list, so in a rotated order the reference always runs after one neighbour
 // (or the twin) and the twin after the other (or the reference); swapping them every other
-// rotation gives both the same neighbours equally often (a warm 256 MB load here takes about 10%
-// longer after a Python process than after another ckpt load).
+// rotation gives both the same neighbours equally often (a warm ckpt load here can take longer
+// after a Python process than after another ckpt load).
 std::vector<std::string> twins_swapped(const std::vector<std::string>& order) {
   std::vector<std::string> swapped = order;
   for (std::size_t i = 0; i < order.size(); ++i) {
