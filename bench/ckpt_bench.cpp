@@ -777,7 +777,7 @@ void bench_size(const Options& options, int64_t size_mb) {
     for (std::size_t i = 0; i < n; ++i) {
       if (rounds.count(reference) && rounds.count(mode)) {
         // Two modes of one group: the median of the run's ratios round by round, each taken
-        // between runs seconds apart, so that a slow spell of the machine lands on both.
+        // between the two modes seconds apart, so that a slow spell of the machine lands on both.
         const auto& a = rounds.at(reference)[i];
         const auto& b = rounds.at(mode)[i];
         std::vector<double> by_round;
