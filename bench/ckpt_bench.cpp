@@ -830,6 +830,12 @@ void bench_size(const Options& options, int64_t size_mb) {
         for (const auto& mode : saves) {
           seconds[mode].push_back(median(r.results.at(mode)));
           rounds[mode].push_back(r.results.at(mode));
+          const char* separator = "=";  // every save's own time in the log: " mode=t1/t2/..."
+          std::fprintf(stderr, " %s", mode.c_str());
+          for (const double t : r.results.at(mode)) {
+            std::fprintf(stderr, "%s%.4f", separator, t);
+            separator = "/";
+          }
         }
         // Python's save is no A/A pair, so it need not wait for the noise floor: the first runs.
         if (!options.skip_python && run < options.reps) {
@@ -864,12 +870,13 @@ void bench_size(const Options& options, int64_t size_mb) {
           if (round > 0) std::fprintf(stderr, " |");
           for (const bool cold : {false, true}) {
             for (const auto& mode : order) {
-              std::fprintf(stderr, " %s%s", cold ? "cold:" : "", mode.c_str());
               if (cold) settle();
               const ChildResult r = run_mode(mode, cold);
               const std::string name = mode.substr(0, mode.find('#'));
               const std::string key = (cold ? "cold:" : "") + mode;
               run_seconds[key].push_back(r.results.at(name).at(0));
+              // Every load's own time in the log, to see where the noise comes from.
+              std::fprintf(stderr, " %s=%.4f", key.c_str(), run_seconds[key].back());
               rss[key] = std::max(rss[key], r.peak_rss_mb);
               if (r.results.count(name + "_disk_bytes")) {
                 run_disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
