@@ -1,7 +1,7 @@
 // ckpt_bench: ckpt's saves and loads against the physical reference (write + fsync, read) and
 // against LibTorch's and Python's torch.save / torch.load, on the same state, in the same run.
 //
-//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-30 paired runs each
+//   build/bench/ckpt_bench                      # 256 MB and 1 GB, 6-20 paired runs each
 //   build/bench/ckpt_bench --sizes 16 --reps 3 --files 1000,10000   # a quick run
 //   build/bench/ckpt_bench --only-staging --staging-size 256 --trainer-reps 3   # issue 16's rows
 //
@@ -70,18 +70,17 @@ double& compute_seconds() {
 
 struct Options {
   std::vector<int64_t> sizes_mb{256, 1024};
-  // Paired runs per group (saves, warm loads, cold loads): at least `reps`, and more, up to
-  // `max_reps`, until every A/A row's 95% interval lies within +-10% of 1 (issue 15: enough runs to
-  // see the noise floor).
+  // Paired runs per group (saves, loads): at least `reps`, and more, up to `max_reps`, until every
+  // A/A row's 95% interval lies within +-10% of 1 (issue 15: enough runs to see the noise floor).
   int reps = 6;
-  int max_reps = 30;
+  int max_reps = 20;
   // Saves timed per save mode and run; the run's figure is their median, so that one of this
   // machine's write spikes (see bench/disk-noise.sh) does not become the run's.
   int save_repeats = 5;
   // Rounds of loads per run, every load mode once per round, each in a process of its own; the
   // run's figure is their median and its ratios the median of the rounds' ratios, so that one slow
   // process (page faults, a disk spike) does not become the run's.
-  int load_rounds = 4;
+  int load_rounds = 3;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;
   std::string python = CKPT_BENCH_PYTHON;
   std::vector<int64_t> file_counts{1000, 10000, 100000};
@@ -124,7 +123,7 @@ void usage() {
          "  --reps N            paired runs per size and group (saves, loads), at least;\n"
          "                      default 6 (the fewest with a 95% interval of the median)\n"
          "  --max-reps N        more runs, up to N, until every A/A row's 95% interval of the\n"
-         "                      median lies within +-10% of 1; default 30 (<= --reps: no more)\n"
+         "                      median lies within +-10% of 1; default 20 (<= --reps: no more)\n"
          "  --save-repeats N    rounds of saves per run: the C++ modes once per round, in one\n"
          "                      process, each after an untimed plain write; a run's time is the\n"
          "                      median of its rounds, its ratio the median of the rounds'\n"
@@ -132,9 +131,7 @@ void usage() {
          "  --load-rounds N     rounds of loads per run: every load mode once per round, each in\n"
          "                      a process of its own, the order reversed every other round; a\n"
          "                      run's time is the median of its rounds, its ratio the median of\n"
-         "                      the rounds' ratios; default 4 (even: both loads of an A/A pair\n"
-         "                      first equally often); warm and cold loads are groups of their\n"
-         "                      own, each with its own number of runs\n"
+         "                      the rounds' ratios; default 3\n"
          "  --dir DIR           where files are written (a real disk, not tmpfs); default "
       << CKPT_BENCH_DEFAULT_DIR
       << "\n"
@@ -734,10 +731,10 @@ bool within_noise_target(const std::vector<double>& ratios) {
 // Issue 15: saves and loads of one state against their references, every ratio taken within one
 // run (a mode and its reference run next to each other, the order rotated from run to run), with
 // an A/A row per group (the reference against itself) that shows the noise floor. Each group (the
-// saves, then the warm and then the cold loads of the files the untimed saves wrote) runs until
-// its A/A rows' 95% intervals are within +-10% (--reps at least, --max-reps at most). Loads run
-// warm (the file in the page cache) and cold (evicted first), one per process as at a resume, and
-// report the bytes they read.
+// saves, then the loads of the files the untimed saves wrote) runs until its A/A rows' 95%
+// intervals are within +-10% (--reps at least, --max-reps at most). Loads run warm (the file in the
+// page cache) and cold (evicted first), one per process as at a resume, and report the bytes they
+// read.
 void bench_size(const Options& options, int64_t size_mb) {
   const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
   fs::remove_all(dir);
@@ -853,63 +850,60 @@ void bench_size(const Options& options, int64_t size_mb) {
   // The untimed saves wrote ckpt/model_0.pt and torch_save.pt, py_save py_save.pt: the loads'.
   std::vector<std::string> loads{"read",      "ckpt_load",    "ckpt_load#2", "ckpt_load_nomap",
                                  "ckpt_open", "ckpt_weights", "torch_load"};
-  AaPairs warm_aa{{"ckpt_load", "ckpt_load#2"}}, cold_aa{{"cold:ckpt_load", "cold:ckpt_load#2"}};
+  AaPairs load_aa{{"ckpt_load", "ckpt_load#2"}, {"cold:ckpt_load", "cold:ckpt_load#2"}};
   if (!options.skip_python) {
     loads.push_back("py_load");
     loads.push_back("py_load#2");
-    warm_aa.push_back({"py_load", "py_load#2"});
-    cold_aa.push_back({"cold:py_load", "cold:py_load#2"});
+    load_aa.push_back({"py_load", "py_load#2"});
+    load_aa.push_back({"cold:py_load", "cold:py_load#2"});
   }
-  // A run of loads: --load-rounds rounds, every mode once per round, each load in a process of
-  // its own (as at a resume), the order reversed every other round: with an even number of
-  // rounds both loads of an A/A pair come first equally often in every run, which matters here
-  // (the first of the two ran about 5% slower warm, the second about 6% slower cold).
-  auto load_run = [&](bool cold) {
-    return [&, cold](int run) {
-      std::map<std::string, std::vector<double>> run_seconds, run_disk, run_asked;
-      for (int round = 0; round < options.load_rounds; ++round) {
-        std::vector<std::string> order = rotated(loads, run);
-        if ((run / 2) % 2 == 1) order = twins_swapped(order);
-        if (round % 2 == 1) std::reverse(order.begin(), order.end());
-        if (round > 0) std::fprintf(stderr, " |");
-        for (const auto& mode : order) {
-          if (cold) settle();
-          const ChildResult r = run_mode(mode, cold);
-          const std::string name = mode.substr(0, mode.find('#'));
-          const std::string key = (cold ? "cold:" : "") + mode;
-          run_seconds[key].push_back(r.results.at(name).at(0));
-          // Every load's own time in the log, to see where the noise comes from.
-          std::fprintf(stderr, " %s=%.4f", key.c_str(), run_seconds[key].back());
-          rss[key] = std::max(rss[key], r.peak_rss_mb);
-          if (r.results.count(name + "_disk_bytes")) {
-            run_disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
-            file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
-          }
-          if (r.results.count(name + "_asked_bytes")) {
-            run_asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
+  // A run: --load-rounds rounds, every mode once per round warm and once cold, each load in a
+  // process of its own (as at a resume), the order reversed every other round.
+  const int load_runs = run_group(
+      "loads",
+      [&](int run) {
+        std::map<std::string, std::vector<double>> run_seconds, run_disk, run_asked;
+        for (int round = 0; round < options.load_rounds; ++round) {
+          std::vector<std::string> order = rotated(loads, run);
+          if ((run / 2) % 2 == 1) order = twins_swapped(order);
+          if (round % 2 == 1) std::reverse(order.begin(), order.end());
+          if (round > 0) std::fprintf(stderr, " |");
+          for (const bool cold : {false, true}) {
+            for (const auto& mode : order) {
+              if (cold) settle();
+              const ChildResult r = run_mode(mode, cold);
+              const std::string name = mode.substr(0, mode.find('#'));
+              const std::string key = (cold ? "cold:" : "") + mode;
+              run_seconds[key].push_back(r.results.at(name).at(0));
+              // Every load's own time in the log, to see where the noise comes from.
+              std::fprintf(stderr, " %s=%.4f", key.c_str(), run_seconds[key].back());
+              rss[key] = std::max(rss[key], r.peak_rss_mb);
+              if (r.results.count(name + "_disk_bytes")) {
+                run_disk[key].push_back(r.results.at(name + "_disk_bytes").at(0));
+                file_bytes[name] = r.results.at(name + "_file_bytes").at(0);
+              }
+              if (r.results.count(name + "_asked_bytes")) {
+                run_asked[key].push_back(r.results.at(name + "_asked_bytes").at(0));
+              }
+            }
           }
         }
-      }
-      for (const auto& [key, times] : run_seconds) {
-        seconds[key].push_back(median(times));
-        rounds[key].push_back(times);
-      }
-      for (const auto& [key, bytes] : run_disk) disk[key].push_back(median(bytes));
-      for (const auto& [key, bytes] : run_asked) asked[key].push_back(median(bytes));
-    };
-  };
-  // Warm and cold loads are groups of their own (no ratio is taken between them): each runs only
-  // as long as its own A/A rows need (a cold load is mostly this VM's disk read, noisier).
-  const int warm_runs = run_group("warm loads", load_run(false), warm_aa);
-  const int cold_runs = run_group("cold loads", load_run(true), cold_aa);
+        for (const auto& [key, times] : run_seconds) {
+          seconds[key].push_back(median(times));
+          rounds[key].push_back(times);
+        }
+        for (const auto& [key, bytes] : run_disk) disk[key].push_back(median(bytes));
+        for (const auto& [key, bytes] : run_asked) asked[key].push_back(median(bytes));
+      },
+      load_aa);
 
   const double mb = sb[0] / kMB;
   std::printf(
       "\n### %lld MB state: %.1f MB in %.0f tensors (module + Adam); saves: %d paired runs (each "
-      "the median of %d interleaved saves; Python's: the first %d), loads: %d warm and %d cold "
-      "paired runs (each the median of %d rounds)\n\n",
+      "the median of %d interleaved saves; Python's: the first %d), loads: %d paired runs (each "
+      "the median of %d rounds)\n\n",
       static_cast<long long>(size_mb), mb, sb[1], save_runs, options.save_repeats,
-      std::min(save_runs, options.reps), warm_runs, cold_runs, options.load_rounds);
+      std::min(save_runs, options.reps), load_runs, options.load_rounds);
   std::printf("| %-50s | %9s | %8s | %-22s | %-13s | %-18s | %9s | %9s |\n", "mode", "median",
               "MB/s", "ratio", "95% CI", "of", "disk read", "peak RSS");
   std::printf(
@@ -981,10 +975,10 @@ void bench_size(const Options& options, int64_t size_mb) {
                 within_noise_target(r) ? "within +-10%" : "NOT within +-10%");
   };
   noise_line("plain write + fsync again", "plain_write", "plain_write#2", save_runs);
-  noise_line("ckpt load again, warm", "ckpt_load", "ckpt_load#2", warm_runs);
-  noise_line("ckpt load again, cold", "cold:ckpt_load", "cold:ckpt_load#2", cold_runs);
-  noise_line("Python torch.load again, warm", "py_load", "py_load#2", warm_runs);
-  noise_line("Python torch.load again, cold", "cold:py_load", "cold:py_load#2", cold_runs);
+  noise_line("ckpt load again, warm", "ckpt_load", "ckpt_load#2", load_runs);
+  noise_line("ckpt load again, cold", "cold:ckpt_load", "cold:ckpt_load#2", load_runs);
+  noise_line("Python torch.load again, warm", "py_load", "py_load#2", load_runs);
+  noise_line("Python torch.load again, cold", "cold:py_load", "cold:py_load#2", load_runs);
   std::printf("\nTargets (paired medians, with their 95%% CI):\n");
   auto target = [&](const char* what, const std::string& reference, const std::string& mode,
                     double goal, bool at_least) {
