@@ -3,7 +3,9 @@
 Run by ckpt_bench, one child process per mode, so its peak memory is measured on its own:
 
     torch_bench.py save SOURCE.pt OUT.pt REPS     # torch.load(SOURCE) untimed, then REPS x save+fsync
-    torch_bench.py load FILE.pt REPS [cold]       # REPS x torch.load (cold: evict FILE from the cache)
+    torch_bench.py load FILE.pt REPS [cold [LEAD_INS]]
+        # REPS x torch.load (cold: FILE evicted from the cache first, after LEAD_INS untimed
+        # loads of it, each evicted first too: ckpt_bench's --cold-lead-ins)
 
 Prints one line `RESULT <mode> <seconds> ...` with one time per repetition.
 """
@@ -42,7 +44,10 @@ def save(source, out, reps):
     print("RESULT py_save " + " ".join(f"{t:.6f}" for t in times))
 
 
-def load(path, reps, cold):
+def load(path, reps, cold, lead_ins):
+    for _ in range(lead_ins):
+        evict(path)
+        torch.load(path)  # untimed; dropped at once
     times = []
     for _ in range(reps):
         if cold:
@@ -59,7 +64,9 @@ def main():
     if mode == "save":
         save(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "load":
-        load(sys.argv[2], int(sys.argv[3]), len(sys.argv) > 4 and sys.argv[4] == "cold")
+        cold = len(sys.argv) > 4 and sys.argv[4] == "cold"
+        lead_ins = int(sys.argv[5]) if cold and len(sys.argv) > 5 else 0
+        load(sys.argv[2], int(sys.argv[3]), cold, lead_ins)
     else:
         sys.exit(f"torch_bench.py: unknown mode {mode!r}")
 
