@@ -82,7 +82,7 @@ struct Options {
   // process (page faults, a disk spike) does not become the run's.
   int load_rounds = 3;
   // Untimed loads of the same file, evicted again, before each timed cold load in its process: on
-  // this VM a process's first cold load takes up to twice as long when the process before it was
+  // this VM a process's first cold load took about twice as long when the process before it was
   // another mode (Python, a plain read) than when it was the same one, because of what that
   // process left in the guest's memory, so without them the cold A/A rows measure the order of the
   // modes. Measured: the log-ratio spread of back-to-back cold ckpt loads fell from 0.50 to 0.11.
@@ -749,8 +749,8 @@ bool within_noise_target(const std::vector<double>& ratios) {
 // an A/A row per group (the reference against itself) that shows the noise floor. Each group (the
 // saves, then the loads of the files the untimed saves wrote) runs until its A/A rows' 95%
 // intervals are within +-10% (--reps at least, --max-reps at most). Loads run warm (the file in the
-// page cache) and cold (evicted first), one per process as at a resume, and report the bytes they
-// read.
+// page cache) and cold (evicted first, after --cold-lead-ins untimed cold loads in the same
+// process), one per process as at a resume, and report the bytes they read.
 void bench_size(const Options& options, int64_t size_mb) {
   const fs::path dir = options.dir / ("state_" + std::to_string(size_mb));
   fs::remove_all(dir);
