@@ -226,4 +226,32 @@ BOOST_AUTO_TEST_CASE(loaded_tensors_are_private_copies_on_write_and_outlive_the_
   BOOST_TEST(weight.sum().item<float>() == 2.5f * 512 * 256);
 }
 
+// A record of several MB is read in 2 MB pages where the kernel allows it (byte_source.cpp): a
+// write to a tensor over them still stays in this process, and damage deep inside is caught.
+BOOST_AUTO_TEST_CASE(large_records_stay_private_and_checked_when_read_in_huge_pages,
+                     *boost::unit_test::precondition(ckpt::test::local_only)) {
+  TempDir dir;
+  const int64_t count = 3 << 20;  // 12 MB of floats, several whole 2 MB pages
+  ckpt::StateDict state;
+  state.insert_or_assign("small", torch::full({3}, 2.0f));  // the large record off a 2 MB boundary
+  state.insert_or_assign("large", torch::full({count}, 3.75f));
+  const auto path = dir / "large.pt";
+  ckpt::save_state_file(state, path);
+  for (const bool partial : {true, false}) {
+    BOOST_TEST_CONTEXT((partial ? "partial load" : "full load")) {
+      at::Tensor large = partial ? ckpt::CheckpointReader(path).load("large").toTensor()
+                                 : ckpt::load_state_file(path).at("large").toTensor();
+      BOOST_TEST(large.eq(3.75f).all().item<bool>());
+      large.mul_(-1);
+      BOOST_TEST(large.eq(-3.75f).all().item<bool>());
+      BOOST_CHECK_NO_THROW(ckpt::verify_file(path));  // the file did not change
+    }
+  }
+  ckpt::test::flip_byte(path, offset_of(path, 3.75f) + (7 << 20) + 3);
+  const ckpt::CheckpointReader reader(path);
+  BOOST_TEST(reader.load("small").toTensor().eq(2.0f).all().item<bool>());
+  BOOST_CHECK_EXCEPTION(reader.load("large"), ckpt::CheckpointError,
+                        message_contains("checksum mismatch in record 'data/", "large.pt"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
