@@ -13,7 +13,7 @@
 #include "file_names.h"
 #include "latest_pointer.h"
 #include "preflight.h"
-#include "retention.h"
+#include "retention_policy.h"
 #include "verified_files.h"
 
 #include <spdlog/spdlog.h>

@@ -2,7 +2,7 @@
 // The disk pre-flight: a save that cannot fit fails before it writes a byte, after retention has
 // freed what it would free anyway.
 
-#include "retention.h"
+#include "retention_policy.h"
 
 #include <ckpt/checkpoint.h>
 #include <ckpt/default_checkpointer_arguments.h>

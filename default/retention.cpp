@@ -7,7 +7,7 @@
 #include <ckpt/serialization.h>
 #include <spdlog/spdlog.h>
 
-#include "retention.h"
+#include "retention_policy.h"
 
 #include <algorithm>
 

@@ -5,9 +5,9 @@
 // Any exception other than CheckpointError, any crash, hang or sanitizer report is a bug.
 #include <ckpt/checkpoint_error.h>
 
-#include "detail/archive.h"
-#include "detail/byte_source.h"
-#include "detail/zip.h"
+#include "format/archive.h"
+#include "format/byte_source.h"
+#include "format/zip.h"
 
 #include <cstdint>
 #include <cstdlib>

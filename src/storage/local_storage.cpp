@@ -3,7 +3,7 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 
-#include "detail/temporary_name.h"
+#include "storage/temporary_name.h"
 
 #include <spdlog/spdlog.h>
 

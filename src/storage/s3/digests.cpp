@@ -1,4 +1,4 @@
-#include "s3/digests.h"
+#include "storage/s3/digests.h"
 
 #include <openssl/evp.h>
 

@@ -1,8 +1,7 @@
-#include "detail/zip.h"
+#include "format/zip.h"
 
 #include <ckpt/checkpoint_error.h>
 
-#include <isa-l/crc.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -52,10 +51,6 @@ uint64_t get(const char* p, int bytes) {
 }
 
 }  // namespace
-
-uint32_t crc32(uint32_t crc, const void* data, std::size_t size) {
-  return crc32_gzip_refl(crc, static_cast<const unsigned char*>(data), size);
-}
 
 // ---------------------------------------------------------------- writer
 

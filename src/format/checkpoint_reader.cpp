@@ -2,8 +2,8 @@
 
 #include <ckpt/checkpoint_error.h>
 
-#include "detail/archive.h"
-#include "detail/byte_source.h"
+#include "format/archive.h"
+#include "format/byte_source.h"
 
 #include <cerrno>
 #include <cstdlib>

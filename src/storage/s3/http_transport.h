@@ -1,6 +1,6 @@
 #pragma once
 
-#include "s3/aws_config.h"
+#include "storage/s3/aws_config.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,6 @@
-#include "detail/atomic_file.h"
+#include "storage/atomic_file.h"
 
-#include "detail/temporary_name.h"
+#include "storage/temporary_name.h"
 
 #include <ckpt/checkpoint_error.h>
 

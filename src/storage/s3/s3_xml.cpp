@@ -1,4 +1,4 @@
-#include "s3/s3_xml.h"
+#include "storage/s3/s3_xml.h"
 
 #include <ckpt/checkpoint_error.h>
 

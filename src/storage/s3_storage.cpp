@@ -3,9 +3,9 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 
-#include "s3/aws_config.h"
-#include "s3/part_buffer.h"
-#include "s3/s3_client.h"
+#include "storage/s3/aws_config.h"
+#include "storage/s3/part_buffer.h"
+#include "storage/s3/s3_client.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,4 +1,4 @@
-#include "s3/http_transport.h"
+#include "storage/s3/http_transport.h"
 
 #include <curl/curl.h>
 

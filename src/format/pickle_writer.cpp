@@ -1,4 +1,4 @@
-#include "detail/pickle_writer.h"
+#include "format/pickle_writer.h"
 
 #include <ckpt/checkpoint_error.h>
 

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "detail/zip.h"
+#include "format/zip.h"
 
 #include <ATen/core/ivalue.h>
 
@@ -42,5 +42,10 @@ class Archive {
   ZipReader zip_;
   Bytes pickle_;
 };
+
+/// Parses, optionally verifies, and unpickles a whole file held in memory (the loader behind
+/// ckpt::load_ivalue_file; the fuzzer calls it without verification to reach the parsers).
+c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
+                               bool verify);
 
 }  // namespace ckpt::detail

@@ -1,4 +1,4 @@
-#include "detail/byte_source.h"
+#include "format/byte_source.h"
 
 #include <ckpt/checkpoint_error.h>
 

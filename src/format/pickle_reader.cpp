@@ -1,6 +1,6 @@
-#include "detail/pickle_reader.h"
+#include "format/pickle_reader.h"
 
-#include "detail/pickle_writer.h"
+#include "format/pickle_writer.h"
 
 #include <ckpt/checkpoint_error.h>
 

@@ -2,7 +2,8 @@
 
 #include <ckpt/storage.h>
 
-#include "detail/byte_source.h"
+#include "format/byte_source.h"
+#include "format/crc32.h"
 
 #include <ATen/core/ivalue.h>
 
@@ -14,10 +15,6 @@
 #include <vector>
 
 namespace ckpt::detail {
-
-/// CRC-32 (IEEE, as zip uses it), continuing from `crc` (0 to start). ISA-L's folded
-/// PCLMUL implementation.
-uint32_t crc32(uint32_t crc, const void* data, std::size_t size);
 
 /// The zip comment ckpt writes: "ckpt-crc32:" followed by 8 hex digits, the CRC-32 of every byte
 /// of the file before the comment, so a flipped byte anywhere is detected.
@@ -97,10 +94,5 @@ class ZipReader {
   uint32_t expected_file_crc_ = 0;
   uint64_t checksummed_bytes_ = 0;
 };
-
-/// Parses, optionally verifies, and unpickles a whole file held in memory (the loader behind
-/// ckpt::load_ivalue_file; the fuzzer calls it without verification to reach the parsers).
-c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
-                               bool verify);
 
 }  // namespace ckpt::detail

@@ -1,4 +1,4 @@
-#include "s3/aws_config.h"
+#include "storage/s3/aws_config.h"
 
 #include <ckpt/checkpoint_error.h>
 

@@ -1,10 +1,10 @@
-#include "detail/archive.h"
+#include "format/archive.h"
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/checkpoint_reader.h>
 #include <ckpt/serialization.h>
 
-#include "detail/pickle_reader.h"
+#include "format/pickle_reader.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/StorageImpl.h>
@@ -184,6 +184,13 @@ c10::IValue Archive::outline(const std::string& key) const {
                         at::DataPtr(nullptr, at::Device(at::kCPU)), nullptr, false);
   };
   return to_meta(value_at_key(unpickle(pickle_, load_storage, name()), key, name()));
+}
+
+c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
+                               bool verify) {
+  const Archive archive(memory_source(buffer->data, buffer->size, source),
+                        verify ? Archive::Check::whole_file : Archive::Check::none);
+  return archive.load(/*check_records=*/false);
 }
 
 }  // namespace ckpt::detail

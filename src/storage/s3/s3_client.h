@@ -1,7 +1,7 @@
 #pragma once
 
-#include "s3/http_transport.h"
-#include "s3/s3_xml.h"
+#include "storage/s3/http_transport.h"
+#include "storage/s3/s3_xml.h"
 
 #include <ckpt/s3_storage.h>
 

@@ -3,12 +3,12 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>
 
-#include "detail/archive.h"
-#include "detail/atomic_file.h"
-#include "detail/byte_source.h"
-#include "detail/pickle_writer.h"
-#include "detail/temporary_name.h"
-#include "detail/zip.h"
+#include "format/archive.h"
+#include "storage/atomic_file.h"
+#include "format/byte_source.h"
+#include "format/pickle_writer.h"
+#include "storage/temporary_name.h"
+#include "format/zip.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -115,17 +115,6 @@ void verify_file(const std::filesystem::path& path, Storage& storage) {
 std::string temporary_target(const std::string& filename) {
   return detail::temp_target_name(filename);
 }
-
-namespace detail {
-
-c10::IValue load_ivalue_buffer(std::shared_ptr<FileBuffer> buffer, const std::string& source,
-                               bool verify) {
-  const Archive archive(memory_source(buffer->data, buffer->size, source),
-                        verify ? Archive::Check::whole_file : Archive::Check::none);
-  return archive.load(/*check_records=*/false);
-}
-
-}  // namespace detail
 
 c10::IValue load_ivalue_file(const std::filesystem::path& path, Storage& storage) {
   return open_verified(path, storage).load(/*check_records=*/false);

@@ -1,6 +1,6 @@
-#include "s3/s3_client.h"
+#include "storage/s3/s3_client.h"
 
-#include "s3/digests.h"
+#include "storage/s3/digests.h"
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/logger.h>

@@ -3,8 +3,9 @@
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/serialization.h>
 
-#include "detail/atomic_file.h"
-#include "detail/zip.h"
+#include "format/byte_source.h"
+#include "format/crc32.h"
+#include "storage/atomic_file.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
