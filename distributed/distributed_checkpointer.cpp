@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <exception>
 #include <stdexcept>
 #include <vector>
@@ -60,66 +61,172 @@ std::string message_of(const std::exception& e) {
   return e.what();
 }
 
-// The collectives, each waited for with the timeout; a failure names the operation and the rank.
+// The checkpoint operations, as the ranks name them to each other.
+enum Operation : int64_t { kSetup = 1, kSave, kSaveModel, kStepDue, kWait, kLoad };
+
+const char* kind_name(int64_t kind) {
+  switch (kind) {
+    case kSetup: return "setting up";
+    case kSave: return "a save";
+    case kSaveModel: return "a model save";
+    case kStepDue: return "step_due";
+    case kWait: return "wait";
+    case kLoad: return "a load";
+    default: return "an unknown operation";
+  }
+}
+
+// Every exchange starts with a header: a constant, the operation's kind and number, the index of
+// the collective within the operation, and a value (a byte count, or step_due's decision). A rank
+// compares what it received with where it is before it uses anything, so a collective that paired
+// with another operation's on another rank is an error, not data.
+constexpr int64_t kHeaderMagic = 0x636b707448445200;  // "ckptHDR"
+constexpr int64_t kHeaderSize = 5;
+// What every receive buffer holds before the collective: a header that still holds it was never
+// received (no value a rank sends is this).
+constexpr int64_t kUnset = std::numeric_limits<int64_t>::min();
+
+// The collectives of one checkpoint operation, each waited for with the timeout and checked. Any
+// failure throws a CheckpointError naming the operation and the rank, and records in `broken` why
+// the ranks are no longer in step.
 class DistributedCollectives {
  public:
   DistributedCollectives(c10d::ProcessGroup& group, const DistributedCheckpointerOptions& options,
-                         int rank, std::string what)
-      : group_(group), options_(options), rank_(rank), what_(std::move(what)) {}
+                         int rank, int world_size, int64_t kind, int64_t operation,
+                         std::string what, std::string& broken)
+      : group_(group),
+        options_(options),
+        rank_(rank),
+        world_size_(world_size),
+        kind_(kind),
+        operation_(operation),
+        what_(std::move(what)),
+        broken_(broken) {}
 
-  void run(const c10::intrusive_ptr<c10d::Work>& work) {
+  // Rank 0's `value` on every rank; the others check that it lies in [min, max].
+  int64_t broadcast_value(int64_t value, int64_t min, int64_t max) {
+    const int64_t index = ++collective_;
+    std::vector<at::Tensor> header{rank_ == 0 ? header_of(index, value)
+                                              : at::full({kHeaderSize}, kUnset, at::kLong)};
+    run("broadcast", [&] { return group_.broadcast(header); });
+    const int64_t received = check_header(header[0].data_ptr<int64_t>(), 0, index);
+    if (received < min || received > max) {
+      fail(fmt::format("rank 0 sent {} where {}..{} was expected", received, min, max));
+    }
+    return received;
+  }
+
+  // Rank 0's `bytes` on every rank.
+  std::string broadcast(std::string bytes) {
+    const auto n = broadcast_value(static_cast<int64_t>(bytes.size()), 0, kMaxBytes);
+    std::vector<at::Tensor> data{allocate(n, "rank 0's data")};
+    if (rank_ == 0) std::memcpy(data[0].data_ptr(), bytes.data(), bytes.size());
+    ++collective_;
+    run("broadcast", [&] { return group_.broadcast(data); });
+    if (rank_ == 0) return bytes;
+    return std::string(static_cast<const char*>(data[0].data_ptr()), static_cast<size_t>(n));
+  }
+
+  // Every rank's `mine`, in rank order, on every rank.
+  std::vector<std::string> allgather(const std::string& mine) {
+    const int64_t index = ++collective_;
+    std::vector<at::Tensor> header_in{header_of(index, static_cast<int64_t>(mine.size()))};
+    std::vector<std::vector<at::Tensor>> headers(1);
+    for (int r = 0; r < world_size_; ++r) {
+      headers[0].push_back(at::full({kHeaderSize}, kUnset, at::kLong));
+    }
+    run("allgather", [&] { return group_.allgather(headers, header_in); });
+    std::vector<int64_t> sizes;
+    int64_t longest = 1;
+    for (int r = 0; r < world_size_; ++r) {
+      sizes.push_back(check_header(headers[0][r].data_ptr<int64_t>(), r, index));
+      if (sizes.back() < 0 || sizes.back() > kMaxBytes) {
+        fail(fmt::format("rank {} sent the byte count {}", r, sizes.back()));
+      }
+      longest = std::max(longest, sizes.back());
+    }
+    std::vector<at::Tensor> data_in{allocate(longest, "this rank's data")};
+    std::memcpy(data_in[0].data_ptr(), mine.data(), mine.size());
+    std::vector<std::vector<at::Tensor>> data_out(1);
+    for (int r = 0; r < world_size_; ++r) {
+      data_out[0].push_back(allocate(longest, fmt::format("rank {}'s data", r)));
+    }
+    ++collective_;
+    run("allgather", [&] { return group_.allgather(data_out, data_in); });
+    std::vector<std::string> all;
+    for (int r = 0; r < world_size_; ++r) {
+      all.emplace_back(static_cast<const char*>(data_out[0][r].data_ptr()),
+                       static_cast<size_t>(sizes[static_cast<size_t>(r)]));
+    }
+    return all;
+  }
+
+  // Throws the CheckpointError of a failed collective, and marks the ranks out of step.
+  [[noreturn]] void fail(const std::string& problem) {
+    const std::string message = fmt::format("rank {}: {}: {}", rank_, what_, problem);
+    if (broken_.empty()) broken_ = message;
+    throw CheckpointError(message);
+  }
+
+ private:
+  // Far above any checkpoint, far below what would overflow a size.
+  static constexpr int64_t kMaxBytes = int64_t{1} << 48;
+
+  // Issues a collective and waits for it; whatever goes wrong in either becomes a CheckpointError.
+  void run(const char* collective, const std::function<c10::intrusive_ptr<c10d::Work>()>& issue) {
     try {
-      work->wait(options_.timeout);
+      issue()->wait(options_.timeout);
     } catch (const std::exception& e) {
-      const std::string reason = message_of(e);
+      const std::string reason = first_line(message_of(e));
       const double seconds = std::chrono::duration<double>(options_.timeout).count();
       std::string lowered = reason;
       std::transform(lowered.begin(), lowered.end(), lowered.begin(), ::tolower);
       if (lowered.find("timed out") != std::string::npos ||
           lowered.find("timeout") != std::string::npos) {
-        throw CheckpointError(
-            fmt::format("rank {}: {}: timed out after {} s waiting for the other ranks ({}): {}",
-                        rank_, what_, seconds, options_.timeout_name, first_line(reason)));
+        fail(fmt::format("timed out after {} s waiting for the other ranks ({}) in {} {}: {}",
+                         seconds, options_.timeout_name, collective, collective_, reason));
       }
-      throw CheckpointError(fmt::format("rank {}: {}: lost contact with the other ranks: {}", rank_,
-                                        what_, first_line(reason)));
+      fail(fmt::format("lost contact with the other ranks in {} {}: {}", collective, collective_,
+                       reason));
     }
   }
 
-  // Rank 0's `bytes` on every rank.
-  std::string broadcast(std::string bytes) {
-    std::vector<at::Tensor> size{at::empty({1}, at::kLong)};
-    size[0].fill_(static_cast<int64_t>(bytes.size()));
-    run(group_.broadcast(size));
-    const int64_t n = size[0].item<int64_t>();
-    std::vector<at::Tensor> data{at::empty({n}, at::kByte)};
-    if (rank_ == 0) std::memcpy(data[0].data_ptr(), bytes.data(), bytes.size());
-    run(group_.broadcast(data));
-    return std::string(static_cast<const char*>(data[0].data_ptr()), static_cast<size_t>(n));
+  at::Tensor header_of(int64_t index, int64_t value) const {
+    at::Tensor header = at::empty({kHeaderSize}, at::kLong);
+    int64_t* h = header.data_ptr<int64_t>();
+    h[0] = kHeaderMagic;
+    h[1] = kind_;
+    h[2] = operation_;
+    h[3] = index;
+    h[4] = value;
+    return header;
   }
 
-  // Every rank's `mine`, in rank order, on every rank.
-  std::vector<std::string> allgather(const std::string& mine, int world_size) {
-    std::vector<at::Tensor> size_in{at::full({1}, static_cast<int64_t>(mine.size()), at::kLong)};
-    std::vector<std::vector<at::Tensor>> size_out(1);
-    for (int r = 0; r < world_size; ++r) size_out[0].push_back(at::empty({1}, at::kLong));
-    run(group_.allgather(size_out, size_in));
-    int64_t longest = 1;
-    for (const auto& s : size_out[0]) longest = std::max(longest, s.item<int64_t>());
-    std::vector<at::Tensor> data_in{at::zeros({longest}, at::kByte)};
-    std::memcpy(data_in[0].data_ptr(), mine.data(), mine.size());
-    std::vector<std::vector<at::Tensor>> data_out(1);
-    for (int r = 0; r < world_size; ++r) data_out[0].push_back(at::empty({longest}, at::kByte));
-    run(group_.allgather(data_out, data_in));
-    std::vector<std::string> all;
-    for (int r = 0; r < world_size; ++r) {
-      all.emplace_back(static_cast<const char*>(data_out[0][r].data_ptr()),
-                       static_cast<size_t>(size_out[0][r].item<int64_t>()));
+  // The value in the header `from` sent, once it says that `from` is where this rank is.
+  int64_t check_header(const int64_t* h, int from, int64_t index) {
+    if (h[0] != kHeaderMagic) {
+      fail(fmt::format(
+          "the ranks are out of step: what rank {} sent in collective {} is not a checkpoint "
+          "header ({}), so rank {} is in another exchange on this process group",
+          from, index, h[0] == kUnset ? "nothing was received" : "unknown contents", from));
     }
-    return all;
+    if (h[1] != kind_ || h[2] != operation_ || h[3] != index) {
+      fail(fmt::format(
+          "the ranks are out of step: rank {} is in collective {} of {} (checkpoint operation "
+          "#{}), this rank in collective {} of {} (checkpoint operation #{})",
+          from, h[3], kind_name(h[1]), h[2], index, kind_name(kind_), operation_));
+    }
+    return h[4];
   }
 
- private:
+  at::Tensor allocate(int64_t bytes, const std::string& of) {
+    try {
+      return at::zeros({bytes}, at::kByte);
+    } catch (const std::exception& e) {
+      fail(fmt::format("cannot allocate {} bytes for {}: {}", bytes, of, first_line(message_of(e))));
+    }
+  }
+
   static std::string first_line(std::string s) {
     const auto newline = s.find('\n');
     if (newline != std::string::npos) s.resize(newline);
@@ -129,7 +236,12 @@ class DistributedCollectives {
   c10d::ProcessGroup& group_;
   const DistributedCheckpointerOptions& options_;
   int rank_;
+  int world_size_;
+  int64_t kind_;
+  int64_t operation_;
   std::string what_;
+  std::string& broken_;
+  int64_t collective_ = 0;  // collectives issued so far in this operation
 };
 
 }  // namespace
@@ -145,7 +257,7 @@ DistributedCheckpointer::DistributedCheckpointer(c10::intrusive_ptr<c10d::Proces
   }
   rank_ = group_->getRank();
   world_size_ = group_->getSize();
-  agree("setting up the checkpointer", [&] {
+  agree(kSetup, "setting up the checkpointer", [&](const std::vector<std::string>&) {
     if (!make_inner) throw CheckpointError("no checkpointer factory was given");
     inner_ = make_inner();
     if (!inner_) throw CheckpointError("the checkpointer factory returned no checkpointer");
@@ -155,15 +267,30 @@ DistributedCheckpointer::DistributedCheckpointer(c10::intrusive_ptr<c10d::Proces
 
 DistributedCheckpointer::~DistributedCheckpointer() = default;
 
-std::string DistributedCheckpointer::agree(const std::string& what,
-                                           const std::function<std::string()>& on_rank0) {
-  const std::string operation = fmt::format("{} (checkpoint operation #{})", what, ++operation_);
-  DistributedCollectives collectives(*group_, options_, rank_, operation);
+void DistributedCheckpointer::check_in_step(const std::string& what) const {
+  if (broken_.empty()) return;
+  throw CheckpointError(fmt::format(
+      "rank {}: {}: not attempted: the ranks are out of step since an earlier checkpoint "
+      "collective failed ({}); the process group cannot checkpoint any more",
+      rank_, what, broken_));
+}
+
+std::string DistributedCheckpointer::agree(
+    int64_t kind, const std::string& what,
+    const std::function<std::string(const std::vector<std::string>&)>& on_rank0,
+    const std::string* mine) {
+  check_in_step(what);
+  const int64_t number = ++operation_;
+  DistributedCollectives collectives(*group_, options_, rank_, world_size_, kind, number,
+                                     fmt::format("{} (checkpoint operation #{})", what, number),
+                                     broken_);
+  std::vector<std::string> gathered;
+  if (mine) gathered = world_size_ > 1 ? collectives.allgather(*mine) : std::vector{*mine};
   std::exception_ptr failure;
   std::string outcome;
   if (rank_ == 0) {
     try {
-      outcome = kOk + on_rank0();
+      outcome = kOk + on_rank0(gathered);
     } catch (const std::exception& e) {
       failure = std::current_exception();
       outcome = kError + message_of(e);
@@ -174,9 +301,12 @@ std::string DistributedCheckpointer::agree(const std::string& what,
   }
   if (world_size_ > 1) outcome = collectives.broadcast(std::move(outcome));
   if (failure) std::rethrow_exception(failure);  // rank 0: its own error, unchanged
-  if (outcome.empty() || outcome[0] != kOk) {
+  if (outcome.empty() || (outcome[0] != kOk && outcome[0] != kError)) {
+    collectives.fail("rank 0's outcome is neither a success nor an error");
+  }
+  if (outcome[0] != kOk) {
     throw CheckpointError(fmt::format("rank {}: {} failed on rank 0: {}", rank_, what,
-                                      outcome.empty() ? "no reason given" : outcome.substr(1)));
+                                      outcome.size() == 1 ? "no reason given" : outcome.substr(1)));
   }
   return outcome.substr(1);
 }
@@ -184,29 +314,22 @@ std::string DistributedCheckpointer::agree(const std::string& what,
 std::optional<std::filesystem::path> DistributedCheckpointer::save_gathered(
     const std::string& what, const Checkpoint& checkpoint,
     const std::function<std::optional<std::filesystem::path>(const Checkpoint&)>& write) {
-  // Everyone's per-rank state travels to rank 0 before it writes.
-  std::vector<std::string> states;
-  if (world_size_ > 1) {
-    DistributedCollectives collectives(*group_, options_, rank_,
-                                       fmt::format("{} (gathering the ranks' states)", what));
-    states =
-        collectives.allgather(to_bytes(checkpoint.trainer_backend_state.to_ivalue()), world_size_);
-  }
-  const std::string answer = agree(what, [&] {
-    Checkpoint merged = checkpoint;
-    c10::impl::GenericList rank_states(c10::AnyType::get());
-    if (world_size_ == 1) {
-      rank_states.push_back(checkpoint.trainer_backend_state.to_ivalue());
-    } else {
-      for (const std::string& bytes : states) rank_states.push_back(from_bytes(bytes));
-    }
-    merged.trainer_backend_state.insert_or_assign(kRankStatesKey, rank_states);
-    merged.metadata.insert_or_assign("world_size", static_cast<int64_t>(world_size_));
-    throw_pending_failure();
-    // An asynchronous inner checkpointer writes on in the background; its outcome is agreed at
-    // the next collective.
-    return encode_path(write(merged));
-  });
+  // Everyone's per-rank state travels to rank 0 before it writes, in the same operation.
+  const std::string mine = to_bytes(checkpoint.trainer_backend_state.to_ivalue());
+  const std::string answer = agree(
+      kSave, what,
+      [&](const std::vector<std::string>& states) {
+        Checkpoint merged = checkpoint;
+        c10::impl::GenericList rank_states(c10::AnyType::get());
+        for (const std::string& bytes : states) rank_states.push_back(from_bytes(bytes));
+        merged.trainer_backend_state.insert_or_assign(kRankStatesKey, rank_states);
+        merged.metadata.insert_or_assign("world_size", static_cast<int64_t>(world_size_));
+        throw_pending_failure();
+        // An asynchronous inner checkpointer writes on in the background; its outcome is agreed
+        // at the next collective.
+        return encode_path(write(merged));
+      },
+      &mine);
   return decode_path(answer);
 }
 
@@ -226,12 +349,15 @@ std::optional<std::filesystem::path> DistributedCheckpointer::save_step(
 
 std::optional<std::filesystem::path> DistributedCheckpointer::save_model(
     const StateDict& model_state, int64_t index) {
-  const std::string answer = agree(fmt::format("saving the model of {}", index), [&] {
-    throw_pending_failure();
-    const std::optional<std::filesystem::path> path = inner_->save_model(model_state, index);
-    if (path) inner_->wait();
-    return encode_path(path);
-  });
+  const std::string answer =
+      agree(kSaveModel, fmt::format("saving the model of {}", index),
+            [&](const std::vector<std::string>&) {
+              throw_pending_failure();
+              const std::optional<std::filesystem::path> path =
+                  inner_->save_model(model_state, index);
+              if (path) inner_->wait();
+              return encode_path(path);
+            });
   return decode_path(answer);
 }
 
@@ -245,8 +371,9 @@ void DistributedCheckpointer::throw_pending_failure() {
 bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
   if (world_size_ == 1) return inner_->step_due(progress);
   // Asked after every step: one broadcast of rank 0's answer (1 due, 0 not, -1 failed), not the
-  // two of agree(). Only a failure costs a second one, carrying rank 0's reason.
+  // two of agree(). Only a failure costs two more, carrying rank 0's reason.
   const std::string what = fmt::format("deciding whether to save at step {}", progress.global_step);
+  check_in_step(what);
   std::exception_ptr failure;
   std::string reason;
   int64_t decision = 0;
@@ -266,11 +393,11 @@ bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
       decision = -1;
     }
   }
-  DistributedCollectives collectives(
-      *group_, options_, rank_, fmt::format("{} (checkpoint operation #{})", what, ++operation_));
-  std::vector<at::Tensor> answer{at::full({1}, decision, at::kLong)};
-  collectives.run(group_->broadcast(answer));
-  decision = answer[0].item<int64_t>();
+  const int64_t number = ++operation_;
+  DistributedCollectives collectives(*group_, options_, rank_, world_size_, kStepDue, number,
+                                     fmt::format("{} (checkpoint operation #{})", what, number),
+                                     broken_);
+  decision = collectives.broadcast_value(decision, -1, 1);
   if (decision < 0) reason = collectives.broadcast(std::move(reason));
   if (failure) std::rethrow_exception(failure);  // rank 0: its own error, unchanged
   if (decision < 0) {
@@ -280,7 +407,7 @@ bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
 }
 
 void DistributedCheckpointer::wait() {
-  agree("waiting for the checkpoint writes", [&] {
+  agree(kWait, "waiting for the checkpoint writes", [&](const std::vector<std::string>&) {
     throw_pending_failure();
     inner_->wait();
     return std::string();
@@ -299,8 +426,19 @@ void DistributedCheckpointer::wait_staged() {
 }
 
 Checkpoint DistributedCheckpointer::load() {
-  Checkpoint checkpoint = checkpoint_from_bytes(
-      agree("loading the checkpoint", [&] { return checkpoint_to_bytes(inner_->load()); }));
+  const std::string what = "loading the checkpoint";
+  const std::string bytes = agree(kLoad, what, [&](const std::vector<std::string>&) {
+    return checkpoint_to_bytes(inner_->load());
+  });
+  Checkpoint checkpoint;
+  try {
+    checkpoint = checkpoint_from_bytes(bytes);
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CheckpointError(fmt::format("rank {}: {}: cannot read the checkpoint rank 0 sent: {}",
+                                      rank_, what, message_of(e)));
+  }
   StateDict& backend = checkpoint.trainer_backend_state;
   if (backend.empty()) return checkpoint;  // a fresh start, or weights only
   const bool has_list = backend.contains(kRankStatesKey) && backend.at(kRankStatesKey).isList();

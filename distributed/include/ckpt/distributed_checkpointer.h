@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace c10d {
 class ProcessGroup;
@@ -52,6 +53,12 @@ struct DistributedCheckpointerOptions {
 /// - A failure on rank 0 is thrown on every rank as a CheckpointError carrying rank 0's reason; a
 ///   rank that gets no answer within `options.timeout` (rank 0 stuck, or gone) throws one that
 ///   says so. No rank waits forever.
+/// - Every collective is checked before its result is used: it must have completed, and what each
+///   rank sent must belong to the same operation and the same step of it (each exchange starts
+///   with a small header naming both). A failed, timed-out or mismatched collective throws a
+///   CheckpointError naming the operation and the rank, and leaves the checkpointer refusing any
+///   later operation with a CheckpointError (the ranks are no longer in step); never another
+///   exception type, and never a result built from what another operation sent.
 /// - wait_staged() is not a collective: rank 0 waits for its inner checkpointer's copy of the state
 ///   (the other ranks' tensors were serialized during save()), and keeps a failure for the next
 ///   collective instead of throwing it on rank 0 alone.
@@ -104,22 +111,32 @@ class DistributedCheckpointer final : public AbstractCheckpointer {
   AbstractCheckpointer* inner() const noexcept { return inner_.get(); }
 
  private:
-  // Runs `on_rank0` on rank 0 and shares its outcome: its bytes on success, or its error, which
-  // every rank then throws. `what` names the operation in errors.
-  std::string agree(const std::string& what, const std::function<std::string()>& on_rank0);
+  // One checkpoint operation, as a collective: gathers every rank's `mine` (when given) to rank
+  // 0, runs `on_rank0` there with them (in rank order), and shares its outcome: its bytes on
+  // success, or its error, which every rank then throws. `kind` (an Operation of the .cpp) and
+  // `what` name the operation, for the other ranks and in errors.
+  std::string agree(int64_t kind, const std::string& what,
+                    const std::function<std::string(const std::vector<std::string>&)>& on_rank0,
+                    const std::string* mine = nullptr);
   std::optional<std::filesystem::path> save_gathered(
       const std::string& what, const Checkpoint& checkpoint,
       const std::function<std::optional<std::filesystem::path>(const Checkpoint&)>& write);
+  // Throws instead of starting operation `what` once a collective has failed (see broken_).
+  void check_in_step(const std::string& what) const;
+  void throw_pending_failure();
 
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
   DistributedCheckpointerOptions options_;
   int rank_ = 0;
   int world_size_ = 1;
   std::shared_ptr<AbstractCheckpointer> inner_;
-  int64_t operation_ = 0;  // collectives so far, for error messages
+  int64_t operation_ = 0;  // checkpoint operations so far; every rank counts the same
+  // Why the ranks are no longer in step: a collective failed, timed out or did not match the
+  // other ranks'. Every later operation is refused rather than started, since its collectives
+  // would pair with the wrong ones on the other ranks. Empty while they are in step.
+  std::string broken_;
   // Rank 0: a failure seen by wait_staged(), thrown on every rank at the next collective.
   std::exception_ptr pending_failure_;
-  void throw_pending_failure();
 };
 
 }  // namespace ckpt
