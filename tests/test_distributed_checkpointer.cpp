@@ -86,6 +86,16 @@ struct RankOutcome {
   std::exception_ptr error;
 };
 
+bool is_checkpoint_error(const std::exception_ptr& error) {
+  try {
+    if (error) std::rethrow_exception(error);
+  } catch (const CheckpointError&) {
+    return true;
+  } catch (...) {
+  }
+  return false;
+}
+
 std::string message_of(const std::exception_ptr& error) {
   try {
     if (error) std::rethrow_exception(error);
@@ -95,11 +105,17 @@ std::string message_of(const std::exception_ptr& error) {
   return "";
 }
 
-// Runs `body` on `world` threads, one per rank, each with its own ProcessGroupGloo; returns how
-// each ended. `group_timeout` bounds every Gloo operation.
+using Wrap = std::function<c10::intrusive_ptr<c10d::ProcessGroup>(
+    int, c10::intrusive_ptr<c10d::ProcessGroup>)>;
+
+// Runs `body` on `world` threads, one per rank, each with its own ProcessGroupGloo (passed through
+// `wrap` when given, which then owns it); returns how each ended. `group_timeout` bounds every
+// Gloo operation. `body` must not use Boost.Test's assertions, which are not thread-safe (a
+// check on two ranks at once can corrupt the framework's log strings): it records, and the test
+// checks after the ranks have ended.
 std::vector<RankOutcome> run_ranks(
     int world, const std::function<void(int, c10::intrusive_ptr<c10d::ProcessGroup>)>& body,
-    std::chrono::milliseconds group_timeout = 10s) {
+    std::chrono::milliseconds group_timeout = 10s, const Wrap& wrap = nullptr) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<RankOutcome> outcomes(world);
   std::vector<std::thread> threads;
@@ -108,8 +124,10 @@ std::vector<RankOutcome> run_ranks(
       try {
         auto options = c10d::ProcessGroupGloo::Options::create(group_timeout);
         options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-        auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
-        body(rank, group);
+        c10::intrusive_ptr<c10d::ProcessGroup> group =
+            c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+        if (wrap) group = wrap(rank, std::move(group));
+        body(rank, std::move(group));
       } catch (...) {
         outcomes[rank].error = std::current_exception();
       }
@@ -184,6 +202,126 @@ std::shared_ptr<ckpt::AbstractCheckpointer> async_inner(std::shared_ptr<ckpt::St
   return std::make_shared<ckpt::DefaultCheckpointer>(args, std::move(storage));
 }
 
+
+// How a rank leaves the job in the middle of a checkpoint operation.
+enum class Death { kKilled, kStalled };
+
+// Forwards to a rank's ProcessGroupGloo until its `die_at`-th collective (counting from 1), where
+// the rank dies before issuing it: killed, its connections close at once (its Gloo group is
+// destroyed, as when a process dies); stalled, it first sleeps for `stall`, as a rank stuck in a
+// long step would. Then it throws, which ends the rank. `died` is when it began to die.
+class DyingGroup final : public c10d::ProcessGroup {
+ public:
+  DyingGroup(c10::intrusive_ptr<c10d::ProcessGroup> inner, int die_at, Death death,
+             std::chrono::milliseconds stall, std::chrono::steady_clock::time_point& died)
+      : ProcessGroup(inner->getRank(), inner->getSize()),
+        inner_(std::move(inner)),
+        die_at_(die_at),
+        death_(death),
+        stall_(stall),
+        died_(died) {}
+
+  const std::string getBackendName() const override { return "dying gloo"; }
+
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
+                                           const c10d::BroadcastOptions& options) override {
+    maybe_die();
+    return inner_->broadcast(tensors, options);
+  }
+
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                           std::vector<at::Tensor>& inputs,
+                                           const c10d::AllgatherOptions& options) override {
+    maybe_die();
+    return inner_->allgather(outputs, inputs, options);
+  }
+
+ private:
+  void maybe_die() {
+    if (++collectives_ != die_at_) return;
+    died_ = std::chrono::steady_clock::now();
+    if (death_ == Death::kStalled) std::this_thread::sleep_for(stall_);
+    inner_.reset();  // the only reference: its connections close
+    throw std::runtime_error("injected: this rank died at collective " + std::to_string(die_at_));
+  }
+
+  c10::intrusive_ptr<c10d::ProcessGroup> inner_;
+  int die_at_;
+  Death death_;
+  std::chrono::milliseconds stall_;
+  std::chrono::steady_clock::time_point& died_;
+  int collectives_ = 0;
+};
+
+// Each collective the ranks issue in `every_operation` (on two ranks), and the operation it
+// belongs to: setup 1-2, save 3-6 (the states' allgather, header and data; the outcome's
+// broadcast, header and data), step_due 7, wait 8-9, load 10-11.
+const std::vector<std::string> kOperationAtCollective{
+    "",
+    "setting up the checkpointer",
+    "setting up the checkpointer",
+    "saving checkpoint 1",
+    "saving checkpoint 1",
+    "saving checkpoint 1",
+    "saving checkpoint 1",
+    "deciding whether to save at step 3",
+    "waiting for the checkpoint writes",
+    "waiting for the checkpoint writes",
+    "loading the checkpoint"};
+
+void every_operation(int rank, c10::intrusive_ptr<c10d::ProcessGroup> group,
+                     const ckpt::DistributedCheckpointerOptions& options) {
+  DistributedCheckpointer checkpointer(
+      group, [] { return std::make_shared<MemoryCheckpointer>(); }, options);
+  checkpointer.save(checkpoint_of(rank), 1, true);
+  checkpointer.step_due({0, 3, 10, 3, 0.0});
+  checkpointer.wait();
+  checkpointer.load();
+}
+
+// Runs every_operation on two ranks, `dying` dying at collective `die_at`; returns the survivor's
+// outcome and how long after the death it ended.
+std::pair<RankOutcome, double> lose_a_peer(int dying, int die_at, Death death,
+                                           std::chrono::milliseconds timeout) {
+  ckpt::DistributedCheckpointerOptions options;
+  options.timeout = timeout;
+  std::chrono::steady_clock::time_point died{};
+  std::chrono::steady_clock::time_point survivor_ended{};
+  const auto outcomes = run_ranks(
+      2,
+      [&](int rank, auto group) {
+        try {
+          every_operation(rank, std::move(group), options);
+        } catch (...) {
+          if (rank != dying) survivor_ended = std::chrono::steady_clock::now();
+          throw;
+        }
+      },
+      /*group_timeout=*/timeout,
+      [&](int rank, c10::intrusive_ptr<c10d::ProcessGroup> group) {
+        if (rank != dying) return group;
+        return c10::intrusive_ptr<c10d::ProcessGroup>(c10::make_intrusive<DyingGroup>(
+            std::move(group), die_at, death, 2 * timeout, died));
+      });
+  return {outcomes[1 - dying],
+          std::chrono::duration<double>(survivor_ended - died).count()};
+}
+
+void check_survivor(const RankOutcome& survivor, int rank, const std::string& operation,
+                    double seconds_after_death, double timeout_seconds) {
+  BOOST_REQUIRE_MESSAGE(survivor.error, "the survivor went on");
+  const std::string message = message_of(survivor.error);
+  BOOST_CHECK_MESSAGE(is_checkpoint_error(survivor.error), "not a CheckpointError: " << message);
+  const std::string expected = "rank " + std::to_string(rank) + ": " + operation;
+  BOOST_CHECK_MESSAGE(message.find(expected) != std::string::npos,
+                      "no '" << expected << "' in: " << message);
+  BOOST_CHECK_MESSAGE(message.find("timed out") != std::string::npos ||
+                          message.find("lost contact") != std::string::npos,
+                      message);
+  // Within the timeout (and a margin for a loaded machine) of the peer's death.
+  BOOST_CHECK_LT(seconds_after_death, timeout_seconds + 1.5);
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(distributed_checkpointer)
@@ -194,6 +332,7 @@ BOOST_AUTO_TEST_CASE(
   storage->hold();
   std::vector<std::optional<std::filesystem::path>> paths(2);
   bool visible_while_training = true;
+  std::vector<int> due(2, -1);
   const auto outcomes = run_ranks(2, [&](int rank, auto group) {
     DistributedCheckpointer checkpointer(group, [&] { return async_inner(storage); });
     paths[rank] = checkpointer.save(checkpoint_of(rank), 0, true);
@@ -203,12 +342,13 @@ BOOST_AUTO_TEST_CASE(
       storage->wait_for_commit();
       visible_while_training = storage->stat("ck/model_0.pt").has_value();
     }
-    BOOST_CHECK(!checkpointer.step_due({1, 1, 10, 1, 0.0}));
+    due[rank] = checkpointer.step_due({1, 1, 10, 1, 0.0});
     if (rank == 0) storage->release();
     checkpointer.wait();  // durable on every rank now
   });
   for (const auto& o : outcomes) BOOST_REQUIRE_MESSAGE(!o.error, message_of(o.error));
   BOOST_CHECK(!visible_while_training);
+  BOOST_CHECK(due == (std::vector<int>{0, 0}));
   BOOST_CHECK(paths[0] == std::filesystem::path("ck/model_0.pt"));
   BOOST_CHECK(paths[1] == paths[0]);
   BOOST_REQUIRE(storage->stat("ck/model_0.pt").has_value());
@@ -224,9 +364,10 @@ BOOST_AUTO_TEST_CASE(a_background_failure_stops_every_rank_at_the_same_collectiv
   auto storage = std::make_shared<SlowOrFailingStorage>();
   storage->failing = true;
   std::vector<std::string> thrown_at(2, "nowhere");
+  std::vector<bool> accepted(2);
   const auto outcomes = run_ranks(2, [&](int rank, auto group) {
     DistributedCheckpointer checkpointer(group, [&] { return async_inner(storage); });
-    BOOST_CHECK(checkpointer.save(checkpoint_of(rank), 0, true).has_value());  // accepted
+    accepted[rank] = checkpointer.save(checkpoint_of(rank), 0, true).has_value();
     for (int64_t step = 1; step <= 20; ++step) {
       thrown_at[rank] = "step_due " + std::to_string(step);
       checkpointer.wait_staged();
@@ -236,6 +377,7 @@ BOOST_AUTO_TEST_CASE(a_background_failure_stops_every_rank_at_the_same_collectiv
     checkpointer.save(checkpoint_of(rank), 1, true);
     thrown_at[rank] = "nowhere";
   });
+  BOOST_CHECK(accepted == (std::vector<bool>{true, true}));
   BOOST_CHECK_NE(thrown_at[0], "nowhere");
   BOOST_CHECK_EQUAL(thrown_at[0], thrown_at[1]);
   for (int r = 0; r < 2; ++r) {
@@ -468,6 +610,80 @@ BOOST_AUTO_TEST_CASE(rank_0_decides_when_a_step_is_due) {
   // Asked once per step, on rank 0 only; the model saved once.
   BOOST_CHECK_EQUAL(std::count(inner->calls.begin(), inner->calls.end(), "save_model 1"), 1);
   BOOST_CHECK_EQUAL(inner->calls.size(), 7u + 2u);  // 7 step_due, save_model, wait
+}
+
+// A rank that dies (its connections close) at any collective of setup, save, step_due, wait or
+// load: the other rank ends with a CheckpointError that names that operation and itself, at once
+// (well within the timeout), and never with another exception type.
+BOOST_AUTO_TEST_CASE(a_peer_killed_at_any_collective_ends_the_survivor_with_a_checkpoint_error) {
+  const auto timeout = 2s;
+  for (int dying = 0; dying < 2; ++dying) {
+    for (int die_at = 1; die_at < static_cast<int>(kOperationAtCollective.size()); ++die_at) {
+      BOOST_TEST_CONTEXT("rank " << dying << " killed at collective " << die_at) {
+        const auto [survivor, seconds] = lose_a_peer(dying, die_at, Death::kKilled, timeout);
+        check_survivor(survivor, 1 - dying, kOperationAtCollective[die_at], seconds, 2.0);
+      }
+    }
+  }
+}
+
+// A rank that stalls (alive, connections open, silent) at the first collective of save,
+// step_due, wait and load: the other rank gives up with a CheckpointError within the timeout.
+BOOST_AUTO_TEST_CASE(a_peer_stalled_in_save_step_due_wait_or_load_times_the_survivor_out) {
+  const auto timeout = 500ms;
+  for (const int die_at : {3, 5, 7, 8, 10}) {
+    BOOST_TEST_CONTEXT("rank 1 stalled at collective " << die_at) {
+      const auto [survivor, seconds] = lose_a_peer(1, die_at, Death::kStalled, timeout);
+      check_survivor(survivor, 0, kOperationAtCollective[die_at], seconds, 0.5);
+      BOOST_CHECK_MESSAGE(message_of(survivor.error).find("timed out after 0.5 s") !=
+                              std::string::npos,
+                          message_of(survivor.error));
+    }
+  }
+}
+
+// Ranks that call different operations (a bug in the caller): the collective pairs rank 0's
+// step_due with rank 1's wait. Rank 1 sees it from the header and says so, instead of reading
+// rank 0's decision as a byte count; rank 0 loses contact at its next operation; afterwards the
+// checkpointer refuses every operation rather than pair more collectives wrongly.
+BOOST_AUTO_TEST_CASE(ranks_out_of_step_end_with_a_checkpoint_error_naming_both_operations) {
+  std::string refused;
+  const auto outcomes = run_ranks(
+      2,
+      [&](int rank, auto group) {
+        DistributedCheckpointer checkpointer(group,
+                                             [] { return std::make_shared<MemoryCheckpointer>(); });
+        if (rank == 0) {
+          checkpointer.step_due({0, 3, 10, 3, 0.0});
+          checkpointer.wait();
+          return;
+        }
+        try {
+          checkpointer.wait();
+        } catch (const CheckpointError&) {
+          try {
+            checkpointer.step_due({0, 4, 10, 4, 0.0});
+          } catch (const CheckpointError& e) {
+            refused = e.what();
+          }
+          throw;
+        }
+      },
+      /*group_timeout=*/2s);
+  for (int r = 0; r < 2; ++r) {
+    BOOST_TEST_CONTEXT("rank " << r) {
+      BOOST_REQUIRE(outcomes[r].error);
+      BOOST_CHECK_MESSAGE(is_checkpoint_error(outcomes[r].error), message_of(outcomes[r].error));
+    }
+  }
+  const std::string message = message_of(outcomes[1].error);
+  BOOST_CHECK_MESSAGE(message.find("rank 1: waiting for the checkpoint writes (checkpoint "
+                                   "operation #2): the ranks are out of step: rank 0 is in "
+                                   "collective 1 of step_due") != std::string::npos,
+                      message);
+  BOOST_CHECK_MESSAGE(refused.find("rank 1: deciding whether to save at step 4: not attempted: "
+                                   "the ranks are out of step") != std::string::npos,
+                      refused);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
