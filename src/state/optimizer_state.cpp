@@ -2,6 +2,8 @@
 
 #include <ckpt/checkpoint_error.h>
 
+#include "torch_compat.h"
+
 #include <torch/optim/adagrad.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
@@ -20,7 +22,7 @@ namespace {
 using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamState;
 
-std::string param_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+compat::OptimizerStateKey param_key(const at::Tensor& p) { return compat::optimizer_state_key(p); }
 
 at::Tensor step_tensor(int64_t step) {
   return at::scalar_tensor(static_cast<double>(step), at::kFloat);
@@ -386,7 +388,7 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& s
     }
     new_options.push_back(layout.read_group(groups[i].options(), g, prefix));
   }
-  std::vector<std::pair<std::string, std::unique_ptr<OptimizerParamState>>> new_state;
+  std::vector<std::pair<compat::OptimizerStateKey, std::unique_ptr<OptimizerParamState>>> new_state;
   std::vector<bool> seen(id_to_param.size(), false);
   for (const auto& entry : state_value.toGenericDict()) {
     if (!entry.key().isInt()) bad("state", "must have int keys");

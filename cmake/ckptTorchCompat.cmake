@@ -1,0 +1,43 @@
+# Probes the LibTorch that find_package(Torch) found for the API differences between the LibTorch
+# versions ckpt builds against (Debian's 1.13, PyPI wheels' 2.x), so the code never guesses from a
+# version number. Each probe only compiles (no link) one small source with LibTorch's include
+# directories and flags (the `torch` target's link interface is too much for try_compile).
+# The results reach src/compat/torch_compat.h, the one header that knows of the differences,
+# through the compile definitions of the INTERFACE target ckpt_torch_compat (for the library, the
+# sample trainer and the tests; never installed or exported). Include after find_package(Torch)
+# (and find_package(spdlog)).
+if(TARGET ckpt_torch_compat)
+  return()
+endif()
+include(CheckCXXSourceCompiles)
+include(CMakePushCheckState)
+
+add_library(ckpt_torch_compat INTERFACE)
+target_include_directories(ckpt_torch_compat INTERFACE ${CMAKE_CURRENT_LIST_DIR}/../src/compat)
+
+macro(ckpt_torch_probe_state)
+  cmake_push_check_state(RESET)
+  set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
+  set(CMAKE_REQUIRED_INCLUDES ${ARGN} ${TORCH_INCLUDE_DIRS})
+  set(CMAKE_REQUIRED_FLAGS "${TORCH_CXX_FLAGS}")
+  set(CMAKE_REQUIRED_QUIET ON)
+endmacro()
+
+ckpt_torch_probe_state()
+
+# Optimizer::state() is keyed by the parameter's TensorImpl* (2.x), not its address printed to a
+# string (1.13).
+check_cxx_source_compiles([[
+#include <torch/optim/optimizer.h>
+#include <type_traits>
+using State = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+static_assert(std::is_same<State::key_type, void*>::value, "");
+int main() { return 0; }]] CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER)
+
+cmake_pop_check_state()
+
+foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER)
+  if(${probe})
+    target_compile_definitions(ckpt_torch_compat INTERFACE ${probe}=1)
+  endif()
+endforeach()
