@@ -34,9 +34,22 @@ using State = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().sta
 static_assert(std::is_same<State::key_type, void*>::value, "");
 int main() { return 0; }]] CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER)
 
+# c10d::ProcessGroupGloo is a c10d::Backend that a c10d::ProcessGroup dispatches to (2.x), not a
+# ProcessGroup itself (1.13). Needs Gloo's headers (Debian's libgloo-dev; the wheels ship none).
+find_path(CKPT_GLOO_INCLUDE_DIR gloo/config.h)
+if(CKPT_GLOO_INCLUDE_DIR)
+  list(APPEND CMAKE_REQUIRED_INCLUDES ${CKPT_GLOO_INCLUDE_DIR})
+  set(CMAKE_REQUIRED_DEFINITIONS -DUSE_C10D_GLOO=1)
+  check_cxx_source_compiles([[
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <type_traits>
+static_assert(std::is_base_of<c10d::Backend, c10d::ProcessGroupGloo>::value &&
+              !std::is_base_of<c10d::ProcessGroup, c10d::ProcessGroupGloo>::value, "");
+int main() { return 0; }]] CKPT_TORCH_GLOO_IS_BACKEND)
+endif()
 cmake_pop_check_state()
 
-foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER)
+foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER CKPT_TORCH_GLOO_IS_BACKEND)
   if(${probe})
     target_compile_definitions(ckpt_torch_compat INTERFACE ${probe}=1)
   endif()

@@ -1,5 +1,7 @@
 #include <sample_trainer/distributed.h>
 
+#include "torch_compat.h"
+
 #include <spdlog/spdlog.h>
 #include <boost/program_options.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -211,7 +213,9 @@ c10::intrusive_ptr<c10d::ProcessGroup> init_process_group(const DistArguments& a
     } else {
       options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
-    auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
+    auto group = ckpt::compat::gloo_process_group(
+        store, rank, world_size,
+        c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options));
     spdlog::info("rank {} of {} joined the job at {}:{} (Gloo, timeout {} s)", rank, world_size,
                  address, port, args.timeout);
     return group;

@@ -9,6 +9,7 @@
 #include <ckpt/state_dict.h>
 
 #include "log_capture.h"
+#include "torch_compat.h"
 
 #include <torch/torch.h>
 #include <boost/test/unit_test.hpp>
@@ -124,8 +125,9 @@ std::vector<RankOutcome> run_ranks(
       try {
         auto options = c10d::ProcessGroupGloo::Options::create(group_timeout);
         options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-        c10::intrusive_ptr<c10d::ProcessGroup> group =
-            c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+        c10::intrusive_ptr<c10d::ProcessGroup> group = ckpt::compat::gloo_process_group(
+            store, rank, world,
+            c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options));
         if (wrap) group = wrap(rank, std::move(group));
         body(rank, std::move(group));
       } catch (...) {

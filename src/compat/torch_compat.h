@@ -6,8 +6,14 @@
 // there were one LibTorch. Private to the build: for ckpt's sources, the sample trainer and tests.
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
+#include <c10/util/intrusive_ptr.h>
 
 #include <string>
+
+namespace c10d {
+class ProcessGroup;
+}  // namespace c10d
 
 namespace ckpt::compat {
 
@@ -24,5 +30,22 @@ inline OptimizerStateKey optimizer_state_key(const at::Tensor& p) {
   return c10::guts::to_string(p.unsafeGetTensorImpl());
 }
 #endif
+
+/// A c10d::ProcessGroup over the c10d::ProcessGroupGloo `gloo`, for all devices. A Gloo group is a
+/// ProcessGroup itself in 1.13; in 2.x it is a Backend that a ProcessGroup dispatches to. (Group
+/// is c10d::ProcessGroup, a parameter only so this header need not include c10d's.)
+template <typename Group = c10d::ProcessGroup, typename Gloo, typename Store>
+c10::intrusive_ptr<Group> gloo_process_group(const c10::intrusive_ptr<Store>& store, int rank,
+                                             int size, c10::intrusive_ptr<Gloo> gloo) {
+#if CKPT_TORCH_GLOO_IS_BACKEND
+  auto group = c10::make_intrusive<Group>(store, rank, size);
+  group->setBackend(c10::DeviceType::CPU, Group::BackendType::GLOO, gloo);
+  group->setDefaultBackend(Group::BackendType::GLOO);
+  return group;
+#else
+  (void)store, (void)rank, (void)size;
+  return gloo;
+#endif
+}
 
 }  // namespace ckpt::compat
