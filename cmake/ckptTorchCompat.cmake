@@ -5,7 +5,7 @@
 # The results reach src/compat/torch_compat.h, the one header that knows of the differences,
 # through the compile definitions of the INTERFACE target ckpt_torch_compat (for the library, the
 # sample trainer and the tests; never installed or exported). Include after find_package(Torch)
-# (and find_package(spdlog)).
+# and find_package(spdlog).
 if(TARGET ckpt_torch_compat)
   return()
 endif()
@@ -15,6 +15,8 @@ include(CMakePushCheckState)
 add_library(ckpt_torch_compat INTERFACE)
 target_include_directories(ckpt_torch_compat INTERFACE ${CMAKE_CURRENT_LIST_DIR}/../src/compat)
 
+get_target_property(spdlog_definitions spdlog::spdlog INTERFACE_COMPILE_DEFINITIONS)
+list(TRANSFORM spdlog_definitions PREPEND -D)
 macro(ckpt_torch_probe_state)
   cmake_push_check_state(RESET)
   set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
@@ -48,6 +50,41 @@ static_assert(std::is_base_of<c10d::Backend, c10d::ProcessGroupGloo>::value &&
 int main() { return 0; }]] CKPT_TORCH_GLOO_IS_BACKEND)
 endif()
 cmake_pop_check_state()
+
+# spdlog's headers compile against the fmt that spdlog was built with. LibTorch wheels ship their
+# own (newer) fmt in the include directory they put first, which spdlog 1.10 does not compile with.
+# Then ckpt_fmt_first puts a directory holding only spdlog's fmt ahead of LibTorch's.
+ckpt_torch_probe_state()
+set(CMAKE_REQUIRED_DEFINITIONS ${spdlog_definitions})
+check_cxx_source_compiles([[
+#include <c10/core/TensorImpl.h>
+#include <spdlog/spdlog.h>
+int main() { spdlog::info("{}", 1); return 0; }]] CKPT_SPDLOG_FMT_IS_TORCH_FMT)
+cmake_pop_check_state()
+
+add_library(ckpt_fmt_first INTERFACE)
+if(NOT CKPT_SPDLOG_FMT_IS_TORCH_FMT)
+  get_target_property(fmt_include_dirs fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
+  find_path(CKPT_FMT_INCLUDE_DIR fmt/core.h HINTS ${fmt_include_dirs} NO_DEFAULT_PATH)
+  if(NOT CKPT_FMT_INCLUDE_DIR)
+    message(FATAL_ERROR "spdlog does not compile with LibTorch's fmt, and spdlog's fmt is not found")
+  endif()
+  set(fmt_first_dir ${CMAKE_BINARY_DIR}/ckpt-fmt-first)
+  file(MAKE_DIRECTORY ${fmt_first_dir})
+  file(CREATE_LINK ${CKPT_FMT_INCLUDE_DIR}/fmt ${fmt_first_dir}/fmt SYMBOLIC)
+  target_include_directories(ckpt_fmt_first SYSTEM BEFORE INTERFACE ${fmt_first_dir})
+  ckpt_torch_probe_state(${fmt_first_dir})
+  set(CMAKE_REQUIRED_DEFINITIONS ${spdlog_definitions})
+  check_cxx_source_compiles([[
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <spdlog/spdlog.h>
+int main() { spdlog::info("{}", 1); return 0; }]] CKPT_SPDLOG_FMT_FIRST_COMPILES)
+  cmake_pop_check_state()
+  if(NOT CKPT_SPDLOG_FMT_FIRST_COMPILES)
+    message(FATAL_ERROR "LibTorch's headers do not compile with spdlog's fmt ahead of LibTorch's")
+  endif()
+  message(STATUS "spdlog's fmt (${CKPT_FMT_INCLUDE_DIR}) comes before LibTorch's")
+endif()
 
 foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER CKPT_TORCH_GLOO_IS_BACKEND)
   if(${probe})
