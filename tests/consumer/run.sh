@@ -11,7 +11,10 @@ cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
 test -f "$work/prefix/include/ckpt/default_checkpointer.h"
 launcher=()
 if command -v ccache > /dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-cmake -S "$source_dir/tests/consumer" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" \
+# The prefixes the build found its dependencies in (e.g. a LibTorch wheel), after the install's.
+build_prefixes=$(sed -n 's/^CMAKE_PREFIX_PATH:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
+cmake -S "$source_dir/tests/consumer" -B "$work/build" \
+  -DCMAKE_PREFIX_PATH="$work/prefix${build_prefixes:+;$build_prefixes}" \
   -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" > "$work/configure.log"
 cmake --build "$work/build" -j 2 > "$work/build.log" || { cat "$work/build.log"; exit 1; }
 "$work/build/consumer" "$work/checkpoints"
