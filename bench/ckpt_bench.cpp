@@ -325,7 +325,7 @@ uint64_t plain_read(const fs::path& path) {
 ckpt::DefaultCheckpointerArguments checkpointer_args(const fs::path& dir, bool async) {
   ckpt::DefaultCheckpointerArguments args;
   args.save_dir = dir;
-  args.model_state_save_dir.clear();
+  args.model_state_save_dir = std::filesystem::path();  // no weights file
   args.log_level = "warning";
   args.async = async;
   return args;

@@ -73,9 +73,8 @@ DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
   policies_ = std::make_unique<Policies>(args_, *storage_);
   const auto& names = policies_->names;
   std::vector<std::filesystem::path> dirs{args_.save_dir};
-  if (!args_.model_state_save_dir.empty() && args_.model_state_save_dir != args_.save_dir) {
-    dirs.push_back(args_.model_state_save_dir);
-  }
+  const auto model_dir = args_.model_weights_dir();
+  if (!model_dir.empty() && model_dir != args_.save_dir) dirs.push_back(model_dir);
   for (const auto& dir : dirs) {
     // Leftovers of interrupted saves: never complete, never candidates.
     for (const auto& path : storage_->remove_unfinished_writes(
@@ -230,12 +229,13 @@ std::filesystem::path DefaultCheckpointer::write_resumable(const Checkpoint& che
 std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const StateDict& model_state,
                                                                      int64_t index) {
   wait();
-  if (!args_.checkpoint || args_.model_state_save_dir.empty()) return std::nullopt;
+  const auto model_dir = args_.model_weights_dir();
+  if (!args_.checkpoint || model_dir.empty()) return std::nullopt;
   if (index < 0) {
     throw CheckpointError("invalid model index " + std::to_string(index) + ": must be >= 0");
   }
-  check_mk_dir(args_.model_state_save_dir, *storage_);
-  const auto path = args_.model_state_save_dir / policies_->names.model(index);
+  check_mk_dir(model_dir, *storage_);
+  const auto path = model_dir / policies_->names.model(index);
   const auto start = Clock::now();
   const uint64_t bytes = args_.model_format == detail::kSafetensorsExt
                              ? save_safetensors_file(model_state, path, *storage_)
@@ -296,6 +296,7 @@ std::filesystem::path DefaultCheckpointer::choose(Accept&& accept) {
 }
 
 Checkpoint DefaultCheckpointer::load() {
+  loaded_path_.reset();
   wait();
   Checkpoint checkpoint;
   const auto start = Clock::now();
@@ -303,6 +304,7 @@ Checkpoint DefaultCheckpointer::load() {
     checkpoint = load_checkpoint_file(candidate, *storage_);
   });
   if (path.empty()) return {};
+  loaded_path_ = path;
   const auto info = storage_->stat(path);
   logger()->info("loaded checkpoint {} ({:.2f} MB in {:.1f} ms)", path.string(),
                  megabytes(info ? info->size : 0), elapsed_ms(start));

@@ -40,7 +40,7 @@ const Option kOptions[] = {
     {"period", &Args::period, "save when index (epoch) % period == 0; must be >= 1"},
     {"save_dir", &Args::save_dir, "directory for checkpoints (created if missing)"},
     {"model_state_save_dir", &Args::model_state_save_dir,
-     "directory for the final model weights; empty disables them"},
+     "directory for the final model weights; unset: save_dir; empty disables them"},
     {"load_dir", &Args::load_dir,
      "directory to resume from (newest <prefix>_<N>.<ext>, searched recursively); "
      "unset: start fresh"},
@@ -62,7 +62,8 @@ const Option kOptions[] = {
     {"keep_last_n", &Args::keep_last_n,
      "keep only the newest N resumable checkpoints in save_dir; 0: keep all"},
     {"save_top_k", &Args::save_top_k,
-     "also keep the K best checkpoints by monitor as <prefix>_best_<N>.<ext>; 0: off"},
+     "also keep the K best checkpoints by monitor as <prefix>_best_<N>.<ext>, considering "
+     "every epoch (period does not apply); 0: off"},
     {"monitor", &Args::monitor,
      "metric ranking the best checkpoints (sample trainer: val_loss, val_acc, train_loss)"},
     {"mode", &Args::mode, "min: lower monitor is better; max: higher is better"},
@@ -129,10 +130,22 @@ struct Binder {
   }
   template <class T>
   po::value_semantic* operator()(std::optional<T> Args::*field) const {
-    Args* target = &args;  // unset by default; an empty value leaves it unset
-    return po::value<std::string>()->notifier([target, field](const std::string& v) {
-      if (!v.empty()) target->*field = T(v);
-    });
+    Args* target = &args;
+    // model_state_save_dir: unset follows save_dir, and an empty value disables the weights.
+    // The others: an empty value leaves them unset.
+    bool empty_is_a_value = false;
+    if constexpr (std::is_same_v<T, std::filesystem::path>) {
+      empty_is_a_value = field == &Args::model_state_save_dir;
+    }
+    auto* value =
+        po::value<std::string>()->notifier([target, field, empty_is_a_value](const std::string& v) {
+          if (!v.empty() || empty_is_a_value) target->*field = T(v);
+        });
+    if (const auto& preset = defaults.*field) {
+      const std::string text = std::filesystem::path(*preset).string();
+      value->default_value(text, text.empty() ? "\"\"" : text);
+    }
+    return value;
   }
 };
 
@@ -233,8 +246,8 @@ void DefaultCheckpointerArguments::validate(Storage& storage) const {
   }
   if (save_dir.empty()) throw CheckpointError("invalid save_dir '': must not be empty");
   require_directory_or_nothing(storage, save_dir, "save_dir");
-  if (!model_state_save_dir.empty()) {
-    require_directory_or_nothing(storage, model_state_save_dir, "model_state_save_dir");
+  if (const auto model_dir = model_weights_dir(); !model_dir.empty()) {
+    require_directory_or_nothing(storage, model_dir, "model_state_save_dir");
   }
   if (load_filename && load_filename->empty()) {
     throw CheckpointError("invalid load_filename '': leave it unset instead");
@@ -290,7 +303,9 @@ void DefaultCheckpointerArguments::validate(Storage& storage) const {
 
 po::options_description default_checkpointer_options(DefaultCheckpointerArguments& args,
                                                      const std::string& prefix) {
-  const DefaultCheckpointerArguments defaults;
+  // What `args` holds now is the default: a program's presets survive a parse that does not
+  // set them, and --help shows them.
+  const DefaultCheckpointerArguments defaults = args;
   po::options_description desc("Checkpointer options (" + prefix + ")");
   auto add = desc.add_options();
   for (const Option& option : kOptions) {

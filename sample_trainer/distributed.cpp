@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <sstream>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -148,8 +149,19 @@ void DistArguments::validate() const {
 }
 
 po::options_description dist_options(DistArguments& args, const std::string& prefix) {
-  const DistArguments defaults;
+  const DistArguments defaults = args;  // a program's presets are the defaults
   const std::string p = prefix + ".";
+  // An optional field: unset stays unset (the environment may fill it); a preset is the default.
+  auto optional_int = [&args](std::optional<int64_t> DistArguments::*field) {
+    auto* value = po::value<int64_t>()->notifier([&args, field](int64_t v) { args.*field = v; });
+    if (const auto& preset = args.*field) value->default_value(*preset);
+    return value;
+  };
+  auto* master_addr = po::value<std::string>()->notifier(
+      [&args](const std::string& v) { args.master_addr = v; });
+  if (defaults.master_addr) master_addr->default_value(*defaults.master_addr);
+  std::ostringstream timeout;
+  timeout << defaults.timeout;
   po::options_description desc("Data-parallel options (" + prefix +
                                "); unset ones come from RANK, WORLD_SIZE, LOCAL_RANK, "
                                "MASTER_ADDR, MASTER_PORT");
@@ -161,22 +173,18 @@ po::options_description dist_options(DistArguments& args, const std::string& pre
       (p + "node_rank").c_str(),
       po::value<int64_t>(&args.node_rank)->default_value(defaults.node_rank),
       "launcher: this machine's index in 0..nnodes-1")(
-      (p + "rank").c_str(), po::value<int64_t>()->notifier([&args](int64_t v) { args.rank = v; }),
+      (p + "rank").c_str(), optional_int(&DistArguments::rank),
       "this process's rank (RANK); unset and no RANK: one process, no data parallelism")(
-      (p + "world_size").c_str(),
-      po::value<int64_t>()->notifier([&args](int64_t v) { args.world_size = v; }),
-      "processes in the job (WORLD_SIZE)")(
-      (p + "local_rank").c_str(),
-      po::value<int64_t>()->notifier([&args](int64_t v) { args.local_rank = v; }),
-      "rank on this machine (LOCAL_RANK)")(
-      (p + "master_addr").c_str(),
-      po::value<std::string>()->notifier([&args](const std::string& v) { args.master_addr = v; }),
+      (p + "world_size").c_str(), optional_int(&DistArguments::world_size),
+      "processes in the job (WORLD_SIZE)")((p + "local_rank").c_str(),
+                                           optional_int(&DistArguments::local_rank),
+                                           "rank on this machine (LOCAL_RANK)")(
+      (p + "master_addr").c_str(), master_addr,
       "host of rank 0's rendezvous (MASTER_ADDR; default 127.0.0.1)")(
-      (p + "master_port").c_str(),
-      po::value<int64_t>()->notifier([&args](int64_t v) { args.master_port = v; }),
+      (p + "master_port").c_str(), optional_int(&DistArguments::master_port),
       "port of rank 0's rendezvous (MASTER_PORT; default 29500, or a free one for a one-machine "
       "launch)")((p + "timeout").c_str(),
-                 po::value<double>(&args.timeout)->default_value(defaults.timeout, "300"),
+                 po::value<double>(&args.timeout)->default_value(defaults.timeout, timeout.str()),
                  "seconds a rank waits for the others (rendezvous, collectives, checkpoint saves) "
                  "before failing");
   return desc;

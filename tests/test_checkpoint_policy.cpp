@@ -460,6 +460,22 @@ BOOST_AUTO_TEST_CASE(a_missing_monitor_is_an_error_naming_it_and_what_was_report
   BOOST_CHECK(log.contains("NaN"));
 }
 
+BOOST_AUTO_TEST_CASE(the_pool_does_not_follow_period) {
+  TempDir dir;
+  auto args = args_in(dir.path());
+  args.period = 2;
+  args.save_top_k = 1;
+  args.monitor = "val_loss";
+  DefaultCheckpointer checkpointer(args, storage_under_test());
+  checkpointer.save(make_checkpoint(0, {{"val_loss", 0.5}}), 0);
+  // Index 1 is not due (1 % 2 != 0): no resumable file, but its better score enters the pool.
+  BOOST_CHECK(!checkpointer.save(make_checkpoint(1, {{"val_loss", 0.2}}), 1).has_value());
+  BOOST_CHECK((resumable_in(dir.path()) == std::vector<std::string>{"model_0.pt"}));
+  BOOST_CHECK((best_in(dir.path()) == std::vector<std::string>{"model_best_1.pt"}));
+  BOOST_REQUIRE_EQUAL(checkpointer.best_checkpoints().size(), 1u);
+  BOOST_CHECK_EQUAL(checkpointer.best_checkpoints().front().index, 1);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(latest_pointer)

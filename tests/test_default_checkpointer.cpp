@@ -67,15 +67,15 @@ BOOST_AUTO_TEST_CASE(test_save_model) {
   args.checkpoint = false;
   DefaultCheckpointer off(args, storage_under_test());
   BOOST_TEST(!off.save_model(weights, 0).has_value());
-  BOOST_TEST(count_files(args.model_state_save_dir) == 0u);
+  BOOST_TEST(count_files(args.model_weights_dir()) == 0u);
   args.checkpoint = true;
   DefaultCheckpointer on(args, storage_under_test());
   on.save_model(weights, 0);
   on.save_model(weights, 1);  // period 2 does not apply
-  BOOST_TEST(files_in(args.model_state_save_dir) ==
+  BOOST_TEST(files_in(args.model_weights_dir()) ==
                  (std::vector<std::string>{"test_model_0.tar", "test_model_1.tar"}),
              boost::test_tools::per_element());
-  BOOST_TEST((ckpt::load_state_file(args.model_state_save_dir / "test_model_1.tar",
+  BOOST_TEST((ckpt::load_state_file(args.model_weights_dir() / "test_model_1.tar",
                                     *storage_under_test()) == weights));
 }
 
@@ -128,7 +128,8 @@ BOOST_AUTO_TEST_CASE(defaults_are_pymarlins) {
   BOOST_TEST(!args.delete_existing_checkpoints);
   BOOST_TEST(args.period == 1);
   BOOST_TEST(args.save_dir == std::filesystem::current_path() / "checkpoints");
-  BOOST_TEST(args.model_state_save_dir == std::filesystem::current_path() / "checkpoints");
+  BOOST_TEST(!args.model_state_save_dir.has_value());  // unset: follows save_dir
+  BOOST_TEST(args.model_weights_dir() == args.save_dir);
   BOOST_TEST(!args.load_dir.has_value());
   BOOST_TEST(!args.load_filename.has_value());
   BOOST_TEST(args.file_prefix == "model");
@@ -282,6 +283,43 @@ BOOST_AUTO_TEST_CASE(written_file_holds_exactly_pymarlins_three_keys) {
   BOOST_TEST(file.keys() == (std::vector<std::string>{"module_interface_state", "trainer_state",
                                                       "trainer_backend_state"}),
              boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(model_state_save_dir_follows_save_dir_when_unset) {
+  TempDir dir;
+  DefaultCheckpointerArguments args;
+  args.save_dir = dir / "run";  // only save_dir: the weights go there too, not to <cwd>
+  args.log_level = "off";
+  DefaultCheckpointer checkpointer(args, storage_under_test());
+  const auto path = checkpointer.save_model({{"w", torch::ones({2})}}, 3);
+  BOOST_TEST(path.value() == dir / "run" / "model_model_3.pt");
+  BOOST_TEST(files_in(dir / "run") == std::vector<std::string>{"model_model_3.pt"},
+             boost::test_tools::per_element());
+  args.model_state_save_dir = std::filesystem::path();  // empty: no weights
+  DefaultCheckpointer off(args, storage_under_test());
+  BOOST_TEST(!off.save_model({{"w", torch::ones({2})}}, 4).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(loaded_path_names_the_file_load_restored) {
+  TempDir dir;
+  auto args = pymarlin_args(dir);
+  args.load_dir = dir / "save";
+  DefaultCheckpointer checkpointer(args, storage_under_test());
+  BOOST_TEST(!checkpointer.loaded_path().has_value());  // never loaded
+  BOOST_TEST(checkpointer.load().empty());
+  BOOST_TEST(!checkpointer.loaded_path().has_value());  // fresh start
+  checkpointer.save(checkpoint_at_epoch(0), 0);
+  checkpointer.save(checkpoint_at_epoch(2), 2);
+  BOOST_TEST(checkpointer.load().trainer_state.at("last_epoch").toInt() == 2);
+  BOOST_TEST(checkpointer.loaded_path().value() == dir / "save" / "test_2.tar");
+  // The newest does not verify: load() falls back, and says which file it used.
+  ckpt::test::write_text(dir / "save" / "test_4.tar", "not a checkpoint");
+  BOOST_TEST(checkpointer.load().trainer_state.at("last_epoch").toInt() == 2);
+  BOOST_TEST(checkpointer.loaded_path().value() == dir / "save" / "test_2.tar");
+  args.load_filename = "test_0.tar";
+  DefaultCheckpointer named(args, storage_under_test());
+  named.load();
+  BOOST_TEST(named.loaded_path().value() == dir / "save" / "test_0.tar");
 }
 
 BOOST_AUTO_TEST_CASE(load_of_an_unreadable_file_is_an_error_naming_it) {

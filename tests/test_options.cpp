@@ -6,6 +6,7 @@
 #include "test_util.h"
 
 #include <fstream>
+#include <sstream>
 
 namespace po = boost::program_options;
 using ckpt::DefaultCheckpointerArguments;
@@ -14,9 +15,10 @@ using ckpt::test::TempDir;
 namespace {
 
 // Parses like a program would: command line first (it wins), then the config file, then notify.
+// `args` holds the program's presets.
 DefaultCheckpointerArguments parse(std::vector<std::string> argv_strings,
-                                   const std::string& config_path = "") {
-  DefaultCheckpointerArguments args;
+                                   const std::string& config_path = "",
+                                   DefaultCheckpointerArguments args = {}) {
   po::options_description desc;
   desc.add(ckpt::default_checkpointer_options(args));
   std::vector<const char*> argv{"program"};
@@ -60,7 +62,7 @@ BOOST_AUTO_TEST_CASE(every_flag_binds_its_field) {
   BOOST_TEST(args.delete_existing_checkpoints);
   BOOST_TEST(args.period == 3);
   BOOST_TEST(args.save_dir == "/tmp/s");
-  BOOST_TEST(args.model_state_save_dir == "/tmp/m");
+  BOOST_TEST(args.model_state_save_dir.value() == "/tmp/m");
   BOOST_TEST(args.load_dir.value() == "/tmp/l");
   BOOST_TEST(args.load_filename.value() == "f.pt");
   BOOST_TEST(args.file_prefix == "run");
@@ -160,6 +162,67 @@ BOOST_AUTO_TEST_CASE(bad_values_name_the_flag_and_the_value) {
   auto args = parse({"--chkp.period", "0"});
   BOOST_CHECK_EXCEPTION(args.validate(), ckpt::CheckpointError,
                         ckpt::test::message_contains("period", "0"));
+}
+
+BOOST_AUTO_TEST_CASE(a_programs_presets_are_the_defaults) {
+  DefaultCheckpointerArguments preset;
+  preset.save_dir = "/runs/preset";
+  preset.period = 5;
+  preset.keep_last_n = 3;
+  preset.async = true;
+  preset.disk_margin_mb = 2.5;
+  preset.monitor = "val_acc";
+  preset.load_dir = "/runs/earlier";
+  preset.model_state_save_dir = "/runs/weights";
+
+  // An empty command line keeps every preset (notify used to write the library's defaults).
+  auto args = parse({}, "", preset);
+  BOOST_TEST(args.save_dir == "/runs/preset");
+  BOOST_TEST(args.period == 5);
+  BOOST_TEST(args.keep_last_n == 3);
+  BOOST_TEST(args.async);
+  BOOST_TEST(args.disk_margin_mb == 2.5);
+  BOOST_TEST(args.monitor == "val_acc");
+  BOOST_TEST(args.load_dir.value() == "/runs/earlier");
+  BOOST_TEST(args.model_state_save_dir.value() == "/runs/weights");
+  BOOST_TEST(args.file_prefix == "model");  // not preset: the library's default
+
+  // The command line and a config file still win over a preset.
+  TempDir dir;
+  ckpt::test::write_text(dir / "run.ini", "[chkp]\nkeep_last_n = 7\n");
+  args = parse({"--chkp.period", "2", "--chkp.save_dir", "/runs/flag", "--chkp.async", "false",
+                "--chkp.load_dir", "/runs/other"},
+               (dir / "run.ini").string(), preset);
+  BOOST_TEST(args.period == 2);
+  BOOST_TEST(args.save_dir == "/runs/flag");
+  BOOST_TEST(!args.async);
+  BOOST_TEST(args.keep_last_n == 7);
+  BOOST_TEST(args.load_dir.value() == "/runs/other");
+
+  // --help shows the presets as the defaults.
+  std::ostringstream help;
+  help << ckpt::default_checkpointer_options(preset);
+  for (const char* shown : {"--chkp.save_dir arg (=/runs/preset)", "--chkp.period arg (=5)",
+                            "--chkp.keep_last_n arg (=3)", "--chkp.async arg (=true)",
+                            "--chkp.disk_margin_mb arg (=2.5)", "--chkp.load_dir arg (=/runs/earlier)",
+                            "--chkp.model_state_save_dir arg (=/runs/weights)"}) {
+    BOOST_CHECK_MESSAGE(help.str().find(shown) != std::string::npos,
+                        "help lacks '" << shown << "':\n" << help.str());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(model_state_save_dir_follows_save_dir_unless_set) {
+  auto args = parse({"--chkp.save_dir", "/runs/a"});
+  BOOST_TEST(!args.model_state_save_dir.has_value());
+  BOOST_TEST(args.model_weights_dir() == "/runs/a");
+  args = parse({"--chkp.save_dir", "/runs/a", "--chkp.model_state_save_dir", "/runs/w"});
+  BOOST_TEST(args.model_weights_dir() == "/runs/w");
+  // Empty disables the weights, as before.
+  args = parse({"--chkp.save_dir", "/runs/a", "--chkp.model_state_save_dir", ""});
+  BOOST_TEST(args.model_state_save_dir.value().empty());
+  BOOST_TEST(args.model_weights_dir().empty());
+  // Stored in the hyperparameters as set: None while it follows save_dir.
+  BOOST_TEST(ckpt::options_state(parse({})).at("chkp.model_state_save_dir").isNone());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -647,7 +647,7 @@ BOOST_AUTO_TEST_CASE(saves_resumes_and_exports_on_s3_urls) {
   BOOST_TEST(
       ckpt::test::files_in(args.save_dir, *storage) ==
       (std::vector<std::string>{"model_2.pt", "model_3.pt", "model_best_3.pt", "model_latest"}));
-  BOOST_TEST(ckpt::test::files_in(args.model_state_save_dir, *storage) ==
+  BOOST_TEST(ckpt::test::files_in(args.model_weights_dir(), *storage) ==
              std::vector<std::string>{"model_model_3.pt"});
   ckpt::DefaultCheckpointer resumed(args);
   BOOST_TEST(resumed.load().module_interface_state ==

@@ -115,7 +115,7 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
 
   /// Writes `{model_state_save_dir}/{file_prefix}_model_{index}.{file_ext}` (the raw module state
   /// dict; `.safetensors` in that format with `model_format` safetensors) when `checkpoint` is on
-  /// and `model_state_save_dir` is not empty. No period rule. With `async`, waits for the save in
+  /// and `model_state_save_dir` is not set empty (unset: into `save_dir`). No period rule. With `async`, waits for the save in
   /// flight first (as wait()) and then writes synchronously.
   std::optional<std::filesystem::path> save_model(const StateDict& model_state,
                                                   int64_t index) override;
@@ -128,6 +128,13 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// them. Every file is verified before use (see ckpt::verify_file). Tensors load onto the CPU.
   /// With `async`, waits for the save in flight first (as wait()).
   Checkpoint load() override;
+
+  /// The file the latest load() restored (after it skipped any newer file that did not verify),
+  /// or nothing when it started fresh, failed, or was never called:
+  ///
+  ///   ckpt::Checkpoint resumed = checkpointer.load();
+  ///   if (auto from = checkpointer.loaded_path()) spdlog::info("resumed from {}", from->string());
+  const std::optional<std::filesystem::path>& loaded_path() const noexcept { return loaded_path_; }
 
   /// load() without restoring: the same choice of file and the same verification (checksums,
   /// structure, format version), without unpickling. Returns the file load() would resume from,
@@ -162,6 +169,7 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   std::shared_ptr<Storage> storage_;
   double last_seen_seconds_ = 0;  // train_seconds of the latest step_due call
   double last_save_seconds_ = 0;  // train_seconds at the latest write
+  std::optional<std::filesystem::path> loaded_path_;  // what the latest load() restored
   // Names, verification cache, retention, pre-flight, best pool, latest pointer (default/).
   std::unique_ptr<Policies> policies_;
   std::unique_ptr<detail::BackgroundWriter> background_;  // last: its thread uses the above

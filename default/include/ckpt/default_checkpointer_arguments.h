@@ -29,8 +29,9 @@ struct DefaultCheckpointerArguments {
   int64_t period = 1;
   /// Where checkpoints are written; created if missing. Default: `<cwd>/checkpoints`.
   std::filesystem::path save_dir = std::filesystem::current_path() / "checkpoints";
-  /// Where save_model writes the weights; empty disables save_model. Default: `<cwd>/checkpoints`.
-  std::filesystem::path model_state_save_dir = std::filesystem::current_path() / "checkpoints";
+  /// Where save_model writes the weights; unset: `save_dir` (so setting only `save_dir` moves the
+  /// weights too; see model_weights_dir()); empty disables save_model. Default: unset.
+  std::optional<std::filesystem::path> model_state_save_dir;
   /// Where load() looks for a checkpoint; unset means start fresh. Default: unset.
   std::optional<std::filesystem::path> load_dir;
   /// A file name inside `load_dir` to load instead of the newest checkpoint. Default: unset.
@@ -76,7 +77,9 @@ struct DefaultCheckpointerArguments {
   /// Default: 0.
   int64_t keep_last_n = 0;
   /// Also keep the K best checkpoints by `monitor` as `{file_prefix}_best_{index}.{file_ext}`, a
-  /// pool separate from the resumable ones. 0: off. Default: 0.
+  /// pool separate from the resumable ones. It does not follow `period`: every save() call's
+  /// metrics are considered, due or not, so a best epoch is kept even when `period` skips it.
+  /// 0: off. Default: 0.
   int64_t save_top_k = 0;
   /// The validation metric that ranks best checkpoints (e.g. val_loss, val_acc); required when
   /// save_top_k > 0. Default: empty.
@@ -116,6 +119,12 @@ struct DefaultCheckpointerArguments {
   /// Default: "auto".
   std::string s3_addressing = "auto";
 
+  /// Where save_model writes: `model_state_save_dir` if set (empty: nowhere, save_model is off),
+  /// else `save_dir`.
+  std::filesystem::path model_weights_dir() const {
+    return model_state_save_dir ? *model_state_save_dir : save_dir;
+  }
+
   /// The S3Options these fields describe.
   S3Options s3_options() const;
 
@@ -130,7 +139,10 @@ struct DefaultCheckpointerArguments {
 };
 
 /// Binds every DefaultCheckpointerArguments field to `--<prefix>.<field>`, with help text and
-/// defaults, writing parsed values into `args` on `boost::program_options::notify`. A config file
+/// defaults, writing parsed values into `args` on `boost::program_options::notify`. The defaults
+/// are the values `args` holds when this is called: a field the program set before (say
+/// `args.save_dir = "runs/a"`) keeps that value unless the command line or config file sets it,
+/// and `--help` shows it. A config file
 /// parsed with the same description takes the same names from a `[<prefix>]` section. Bools accept
 /// true/false/yes/no/1/0 (and on/off). `args` must outlive the parse.
 ///
