@@ -69,7 +69,8 @@ class CheckpointReader {
   StateDict load_state(const std::string& key = "",
                        Verification verification = Verification::records_read) const;
   /// Bytes of the file read (or, when mapped, asked for) so far, the directory and data.pkl
-  /// included: what a partial load saves.
+  /// included: what a partial load saves. Each byte counts once, however often it is read, so
+  /// this never exceeds file_size().
   uint64_t bytes_read() const noexcept;
 
  private:

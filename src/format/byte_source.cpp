@@ -4,8 +4,10 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
 #include <string>
 
@@ -157,7 +159,23 @@ Bytes ByteSource::view(uint64_t offset, uint64_t size) const {
                               std::to_string(size_) + "-byte file (truncated or damaged)",
                           name_);
   }
-  viewed_ += size;
+  if (size > 0) {
+    // Merge [offset, offset + size) into the ranges seen, counting only the bytes it adds.
+    std::lock_guard<std::mutex> lock(viewed_mutex_);
+    uint64_t begin = offset;
+    uint64_t end = offset + size;
+    uint64_t overlap = 0;
+    auto it = viewed_ranges_.upper_bound(begin);
+    if (it != viewed_ranges_.begin() && std::prev(it)->second >= begin) --it;
+    while (it != viewed_ranges_.end() && it->first <= end) {
+      overlap += std::min(end, it->second) - std::max(begin, it->first);
+      begin = std::min(begin, it->first);
+      end = std::max(end, it->second);
+      it = viewed_ranges_.erase(it);
+    }
+    viewed_ranges_.emplace(begin, end);
+    viewed_ += size - overlap;
+  }
   return do_view(offset, size);
 }
 

@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace ckpt::detail {
@@ -46,8 +48,10 @@ class ByteSource {
   /// `size` bytes at `offset`. Throws CheckpointError naming the file if the range ends past the
   /// file (a truncated or damaged file) or the read fails.
   Bytes view(uint64_t offset, uint64_t size) const;
-  /// The bytes view() has handed out so far: for a ranged source what it read, for a mapping what
-  /// was asked for (the kernel reads those pages as they are touched).
+  /// The bytes of the file view() has handed out so far, each byte counted once however many
+  /// views cover it (a zip reader views its directory, then parts of it again): for a ranged
+  /// source what it read, for a mapping what was asked for (the kernel reads those pages as they
+  /// are touched). Never more than size().
   uint64_t bytes_viewed() const noexcept { return viewed_.load(); }
 
  protected:
@@ -57,6 +61,8 @@ class ByteSource {
   uint64_t size_;
   std::string name_;
   mutable std::atomic<uint64_t> viewed_{0};
+  mutable std::mutex viewed_mutex_;
+  mutable std::map<uint64_t, uint64_t> viewed_ranges_;  // begin -> end, disjoint, not touching
 };
 
 /// A source over bytes already in memory (views alias them).
