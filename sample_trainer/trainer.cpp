@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/optimizer_state.h>
+#include <ckpt/trainer_state.h>
 
 #include <spdlog/spdlog.h>
 #include <torch/optim/optimizer.h>
@@ -48,6 +49,13 @@ void check_count(const std::string& key, size_t in_checkpoint, size_t built) {
                                 " (use --trainer.reset_optimizers_schedulers true to start them "
                                 "afresh)");
   }
+}
+
+// A double as `--help` shows it: 0.003, not 0.0030000000000000001.
+std::string shortest(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
 }
 
 volatile std::sig_atomic_t g_stop_signal = 0;
@@ -119,7 +127,7 @@ void TrainerArguments::validate() const {
 }
 
 po::options_description trainer_options(TrainerArguments& args, const std::string& prefix) {
-  const TrainerArguments defaults;
+  const TrainerArguments defaults = args;  // a program's presets are the defaults
   const std::string p = prefix + ".";
   po::options_description desc("Trainer options (" + prefix + ")");
   desc.add_options()((p + "epochs").c_str(),
@@ -130,11 +138,12 @@ po::options_description trainer_options(TrainerArguments& args, const std::strin
       (p + "batch_size").c_str(),
       po::value<int64_t>(&args.batch_size)->default_value(defaults.batch_size),
       "examples per batch")((p + "lr").c_str(),
-                            po::value<double>(&args.lr)->default_value(defaults.lr, "0.003"),
+                            po::value<double>(&args.lr)->default_value(defaults.lr, shortest(defaults.lr)),
                             "initial learning rate (Adam; halved every 3 epochs)")(
       (p + "reset_optimizers_schedulers").c_str(),
       po::value<bool>(&args.reset_optimizers_schedulers)
-          ->default_value(defaults.reset_optimizers_schedulers, "false"),
+          ->default_value(defaults.reset_optimizers_schedulers,
+                         defaults.reset_optimizers_schedulers ? "true" : "false"),
       "on resume, start fresh optimizers and schedulers instead of loading theirs");
   return desc;
 }
@@ -185,19 +194,10 @@ void Trainer::build_optimizers_schedulers(int64_t epochs) {
 }
 
 ckpt::StateDict Trainer::get_state() const {
-  c10::impl::GenericList optimizers(c10::AnyType::get());
-  for (const auto& optimizer : opt_.optimizers) {
-    // Shared, like the module state: a checkpoint is written (or staged) before the next step.
-    optimizers.push_back(ckpt::optimizer_state(*optimizer, ckpt::StateTensors::shared).to_ivalue());
-  }
-  c10::impl::GenericList schedulers(c10::AnyType::get());
-  for (const auto& scheduler : opt_.schedulers)
-    schedulers.push_back(scheduler->get_state().to_ivalue());
-  ckpt::StateDict state;
-  state.insert_or_assign("last_epoch", last_epoch_);
-  state.insert_or_assign("optimizers", optimizers);
-  state.insert_or_assign("schedulers", schedulers);
-  return state;
+  // Optimizer buffers shared, like the module state: a checkpoint is written (or staged) before
+  // the next step.
+  return ckpt::trainer_state(last_epoch_, ckpt::live_objects(opt_.optimizers),
+                             ckpt::live_objects(opt_.schedulers));
 }
 
 void Trainer::update_state(const ckpt::StateDict& state) {
@@ -448,11 +448,9 @@ TrainResult Trainer::train(const ProgressCallback& progress,
 
 ckpt::Checkpoint Trainer::checkpoint_with_metrics(const EpochMetrics& metrics) const {
   ckpt::Checkpoint result = checkpoint();
-  ckpt::StateDict reported;
-  reported.insert_or_assign("train_loss", metrics.train_loss);
-  reported.insert_or_assign("val_loss", metrics.val.loss);
-  reported.insert_or_assign("val_acc", metrics.val.accuracy);
-  result.metadata.insert_or_assign("metrics", reported.to_ivalue());
+  ckpt::set_metrics(result, {{"train_loss", metrics.train_loss},
+                             {"val_loss", metrics.val.loss},
+                             {"val_acc", metrics.val.accuracy}});
   return result;
 }
 

@@ -1,4 +1,5 @@
 #include <ckpt/live_state.h>
+#include <ckpt/trainer_state.h>
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/checkpoint_reader.h>
@@ -8,6 +9,7 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include <limits>
 #include <sstream>
 #include <unordered_set>
 
@@ -89,6 +91,45 @@ LiveObject::LiveObject(StateDict& value)
             if (!dry_run) value = std::move(state);
             return ModuleLoadReport{};
           }) {}
+
+c10::IValue LiveObject::unsigned_state(uint64_t value) {
+  if (value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    throw CheckpointError("value " + std::to_string(value) +
+                          " does not fit the int64 a file stores an int as");
+  }
+  return static_cast<int64_t>(value);
+}
+
+LiveObject::Setter LiveObject::integer_setter(std::function<void(int64_t)> assign, int64_t lowest,
+                                              uint64_t highest, const char* type) {
+  return [assign = std::move(assign), lowest, highest, type](
+             const c10::IValue& value, const std::string& what, bool, bool dry_run) {
+    if (!value.isInt()) {
+      throw CheckpointError(what + " is a " + std::string(value.tagKind()) +
+                            " in the file, not an int");
+    }
+    const int64_t v = value.toInt();
+    if (v < lowest || (v > 0 && static_cast<uint64_t>(v) > highest)) {
+      throw CheckpointError(what + " is " + std::to_string(v) + " in the file, out of the range of " +
+                            type + " (" + std::to_string(lowest) + " to " +
+                            std::to_string(highest) + ")");
+    }
+    if (!dry_run) assign(v);
+    return ModuleLoadReport{};
+  };
+}
+
+LiveObject::Setter LiveObject::float_setter(std::function<void(double)> assign) {
+  return [assign = std::move(assign)](const c10::IValue& value, const std::string& what, bool,
+                                      bool dry_run) {
+    if (!value.isDouble()) {
+      throw CheckpointError(what + " is a " + std::string(value.tagKind()) +
+                            " in the file, not a float");
+    }
+    if (!dry_run) assign(value.toDouble());
+    return ModuleLoadReport{};
+  };
+}
 
 LiveState::LiveState(std::initializer_list<Entry> entries) {
   for (const auto& entry : entries) add(entry.name, entry.object);
@@ -189,6 +230,56 @@ LoadResult load(const std::filesystem::path& path, const LiveState& state,
 
 StateDict load(const std::filesystem::path& path, Storage& storage) {
   return load_state_file(path, storage);
+}
+
+StateDict trainer_state(int64_t last_epoch, const std::vector<LiveObject>& optimizers,
+                        const std::vector<LiveObject>& schedulers) {
+  c10::impl::GenericList optimizer_states(c10::AnyType::get());
+  for (const auto& optimizer : optimizers) optimizer_states.push_back(optimizer.state());
+  c10::impl::GenericList scheduler_states(c10::AnyType::get());
+  for (const auto& scheduler : schedulers) scheduler_states.push_back(scheduler.state());
+  StateDict state;
+  state.insert_or_assign("last_epoch", last_epoch);
+  state.insert_or_assign("optimizers", optimizer_states);
+  state.insert_or_assign("schedulers", scheduler_states);
+  return state;
+}
+
+int64_t load_trainer_state(const StateDict& trainer_state,
+                           const std::vector<LiveObject>& optimizers,
+                           const std::vector<LiveObject>& schedulers) {
+  if (!trainer_state.contains("last_epoch") || !trainer_state.at("last_epoch").isInt()) {
+    throw CheckpointError("trainer_state.last_epoch is missing or not an int");
+  }
+  // Every count checked before the first object changes.
+  auto list = [&](const char* key, std::size_t live) {
+    const std::string what = std::string("trainer_state.") + key;
+    if (!trainer_state.contains(key)) {
+      if (live == 0) return std::vector<c10::IValue>{};
+      throw CheckpointError(what + " is missing, and " + std::to_string(live) + " were given");
+    }
+    const c10::IValue& value = trainer_state.at(key);
+    if (!value.isList()) {
+      throw CheckpointError(what + " is a " + std::string(value.tagKind()) + ", not a list");
+    }
+    std::vector<c10::IValue> items = value.toListRef().vec();
+    if (items.size() != live) {
+      throw CheckpointError(what + " has " + std::to_string(items.size()) + " entries, but " +
+                            std::to_string(live) + " were given");
+    }
+    return items;
+  };
+  const auto optimizer_states = list("optimizers", optimizers.size());
+  const auto scheduler_states = list("schedulers", schedulers.size());
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    optimizers[i].restore(optimizer_states[i],
+                          "trainer_state.optimizers[" + std::to_string(i) + "]", true);
+  }
+  for (std::size_t i = 0; i < schedulers.size(); ++i) {
+    schedulers[i].restore(scheduler_states[i],
+                          "trainer_state.schedulers[" + std::to_string(i) + "]", true);
+  }
+  return trainer_state.at("last_epoch").toInt();
 }
 
 }  // namespace ckpt

@@ -7,10 +7,12 @@
 #include <ckpt/module_state.h>
 #include <ckpt/optimizer_state.h>
 #include <ckpt/serialization.h>
+#include <ckpt/trainer_state.h>
 
 #include <torch/torch.h>
 
 #include <atomic>
+#include <limits>
 
 #include "test_util.h"
 
@@ -231,6 +233,104 @@ BOOST_AUTO_TEST_CASE(a_value_of_another_type_is_refused_naming_it) {
   ckpt::StateDict not_a_dict;
   BOOST_CHECK_EXCEPTION(ckpt::load(path, {{"step", not_a_dict}}), ckpt::CheckpointError,
                         message_contains("'step'"));
+}
+
+BOOST_AUTO_TEST_CASE(other_numeric_types_are_stored_as_pythons_int_and_float) {
+  TempDir dir;
+  const auto path = dir / "numbers.pt";
+  int epoch = 7;
+  std::size_t samples = 123456789012u;
+  uint8_t small = 200;
+  float lr = 0.5f;
+  long long big = -5;
+  ckpt::save(path, {{"epoch", epoch}, {"samples", samples}, {"small", small}, {"lr", lr},
+                    {"big", big}});
+  // Stored as Python would: ints and a float, not tensors or strings.
+  const ckpt::StateDict stored = ckpt::load(path);
+  BOOST_TEST(stored.at("epoch").isInt());
+  BOOST_TEST(stored.at("epoch").toInt() == 7);
+  BOOST_TEST(stored.at("samples").toInt() == 123456789012);
+  BOOST_TEST(stored.at("small").toInt() == 200);
+  BOOST_TEST(stored.at("lr").isDouble());
+  BOOST_TEST(stored.at("lr").toDouble() == 0.5);
+  BOOST_TEST(stored.at("big").toInt() == -5);
+
+  int epoch2 = 0;
+  std::size_t samples2 = 0;
+  uint8_t small2 = 0;
+  float lr2 = 0;
+  long long big2 = 0;
+  ckpt::load(path, {{"epoch", epoch2}, {"samples", samples2}, {"small", small2}, {"lr", lr2},
+                    {"big", big2}});
+  BOOST_TEST(epoch2 == 7);
+  BOOST_TEST(samples2 == 123456789012u);
+  BOOST_TEST(small2 == 200);
+  BOOST_TEST(lr2 == 0.5f);
+  BOOST_TEST(big2 == -5);
+
+  // A value that does not fit the variable, or of the other kind, is refused by name.
+  int8_t tiny = 0;
+  BOOST_CHECK_EXCEPTION(ckpt::load(path, {{"small", tiny}}), ckpt::CheckpointError,
+                        message_contains("'small' is 200 in the file, out of the range of int8"));
+  BOOST_TEST(tiny == 0);
+  uint32_t unsigned_epoch = 0;
+  BOOST_CHECK_EXCEPTION(ckpt::load(path, {{"lr", unsigned_epoch}}), ckpt::CheckpointError,
+                        message_contains("'lr' is a Double in the file, not an int"));
+  float as_float = 0;
+  BOOST_CHECK_EXCEPTION(ckpt::load(path, {{"epoch", as_float}}), ckpt::CheckpointError,
+                        message_contains("'epoch' is a Int in the file, not a float"));
+  uint64_t huge = std::numeric_limits<uint64_t>::max();
+  BOOST_CHECK_EXCEPTION(ckpt::save(dir / "huge.pt", {{"huge", huge}}), ckpt::CheckpointError,
+                        message_contains("18446744073709551615", "does not fit"));
+}
+
+BOOST_AUTO_TEST_CASE(trainer_state_from_optimizers_and_schedulers_in_one_call) {
+  TempDir dir;
+  auto model = make_model();
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.01));
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  Counter scheduler;
+  scheduler.seen = 4;
+  train_step(model, adam);
+  train_step(model, sgd);
+  ckpt::Checkpoint checkpoint{ckpt::module_state(*model),
+                              ckpt::trainer_state(3, {adam, sgd}, {scheduler})};
+  ckpt::set_metrics(checkpoint, {{"val_loss", 0.5}});
+  BOOST_TEST(checkpoint.trainer_state.keys() ==
+                 (std::vector<std::string>{"last_epoch", "optimizers", "schedulers"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(checkpoint.trainer_state.at("optimizers").toListRef().size() == 2u);
+  BOOST_TEST((ckpt::StateDict::from_ivalue(
+                  checkpoint.trainer_state.at("optimizers").toListRef()[0]) ==
+              ckpt::optimizer_state(adam)));
+  ckpt::save_checkpoint_file(checkpoint, dir / "c.pt");
+
+  auto model2 = make_model(16, 2);
+  torch::optim::Adam adam2(model2->parameters(), torch::optim::AdamOptions(0.01));
+  torch::optim::SGD sgd2(model2->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  Counter scheduler2;
+  const ckpt::Checkpoint loaded = ckpt::load_checkpoint_file(dir / "c.pt");
+  BOOST_TEST(ckpt::load_trainer_state(loaded.trainer_state, {adam2, sgd2}, {scheduler2}) == 3);
+  BOOST_TEST((ckpt::optimizer_state(adam2) == ckpt::optimizer_state(adam)));
+  BOOST_TEST((ckpt::optimizer_state(sgd2) == ckpt::optimizer_state(sgd)));
+  BOOST_TEST(scheduler2.seen == 4);
+  BOOST_TEST(ckpt::metrics(loaded).at(0).second == 0.5);
+
+  // From a container of pointers, as a trainer holds them.
+  std::vector<std::shared_ptr<Counter>> schedulers{std::make_shared<Counter>()};
+  BOOST_TEST(ckpt::load_trainer_state(loaded.trainer_state, {adam2, sgd2},
+                                      ckpt::live_objects(schedulers)) == 3);
+  BOOST_TEST(schedulers[0]->seen == 4);
+
+  // A count that differs is refused before anything is restored.
+  Counter untouched;
+  BOOST_CHECK_EXCEPTION(ckpt::load_trainer_state(loaded.trainer_state, {adam2}, {untouched}),
+                        ckpt::CheckpointError,
+                        message_contains("trainer_state.optimizers has 2 entries, but 1 were given"));
+  BOOST_TEST(untouched.seen == 0);
+  BOOST_CHECK_EXCEPTION(ckpt::load_trainer_state(ckpt::StateDict{}, {adam2}),
+                        ckpt::CheckpointError,
+                        message_contains("trainer_state.last_epoch is missing"));
 }
 
 BOOST_AUTO_TEST_CASE(a_python_file_restores_the_same_way) {

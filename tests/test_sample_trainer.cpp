@@ -34,15 +34,14 @@ class MemoryCheckpointer final : public ckpt::AbstractCheckpointer {
   std::optional<std::filesystem::path> save(const ckpt::Checkpoint& checkpoint, int64_t index,
                                             bool force) override {
     calls.push_back("save(" + std::to_string(index) + (force ? ", force)" : ")"));
-    latest = {copy(checkpoint.module_interface_state), copy(checkpoint.trainer_state),
-              copy(checkpoint.trainer_backend_state)};
+    latest = ckpt::deep_copy(checkpoint);  // all six parts, sharing no tensor
     return std::nullopt;  // nothing was written to a file
   }
 
   std::optional<std::filesystem::path> save_model(const ckpt::StateDict& model_state,
                                                   int64_t index) override {
     calls.push_back("save_model(" + std::to_string(index) + ")");
-    model = copy(model_state);
+    model = ckpt::deep_copy(model_state);
     return std::nullopt;
   }
 
@@ -54,11 +53,6 @@ class MemoryCheckpointer final : public ckpt::AbstractCheckpointer {
   std::vector<std::string> calls;
   ckpt::Checkpoint latest;
   ckpt::StateDict model;
-
- private:
-  static ckpt::StateDict copy(const ckpt::StateDict& state) {
-    return ckpt::StateDict::from_ivalue(state.to_ivalue().deepcopy());
-  }
 };
 
 // Copies a save's tensors only when the trainer calls wait_staged(), as a checkpointer that stages

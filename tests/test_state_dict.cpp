@@ -146,6 +146,56 @@ BOOST_AUTO_TEST_CASE(checkpoint_equality_and_round_trip) {
   BOOST_TEST((changed != checkpoint));
 }
 
+BOOST_AUTO_TEST_CASE(deep_copy_copies_all_six_fields_and_shares_no_tensor) {
+  ckpt::Checkpoint checkpoint;
+  checkpoint.module_interface_state.insert_or_assign("w", torch::ones({3}));
+  checkpoint.trainer_state.insert_or_assign("moments", torch::full({2}, 2.f));
+  checkpoint.trainer_backend_state.insert_or_assign("rng", torch::zeros({4}, torch::kUInt8));
+  checkpoint.registered_state.insert_or_assign("ema", StateDict{{"v", torch::ones({1})}}.to_ivalue());
+  checkpoint.hyperparameters.insert_or_assign("chkp.period", int64_t{2});
+  ckpt::set_metrics(checkpoint, {{"val_loss", 0.25}, {"val_acc", 0.75}});
+  const ckpt::Checkpoint copy = ckpt::deep_copy(checkpoint);
+  BOOST_TEST((copy == checkpoint));
+  BOOST_TEST(ckpt::deep_equal(copy.registered_state, checkpoint.registered_state));
+  // Training goes on: the copy does not change with the live tensors.
+  checkpoint.module_interface_state.at("w").toTensor().add_(1);
+  checkpoint.trainer_state.at("moments").toTensor().add_(1);
+  checkpoint.trainer_backend_state.at("rng").toTensor().add_(1);
+  StateDict::from_ivalue(checkpoint.registered_state.at("ema")).at("v").toTensor().add_(1);
+  BOOST_TEST(copy.module_interface_state.at("w").toTensor().equal(torch::ones({3})));
+  BOOST_TEST(copy.trainer_state.at("moments").toTensor().equal(torch::full({2}, 2.f)));
+  BOOST_TEST(copy.trainer_backend_state.at("rng").toTensor().equal(torch::zeros({4}, torch::kUInt8)));
+  BOOST_TEST(StateDict::from_ivalue(copy.registered_state.at("ema"))
+                 .at("v")
+                 .toTensor()
+                 .equal(torch::ones({1})));
+  BOOST_TEST(copy.hyperparameters.at("chkp.period").toInt() == 2);
+  BOOST_TEST(!ckpt::deep_equal(copy.module_interface_state, checkpoint.module_interface_state));
+  const auto metrics = ckpt::metrics(copy);
+  BOOST_TEST(metrics.size() == 2u);
+  BOOST_TEST(metrics.at(0).first == "val_loss");
+  BOOST_TEST(metrics.at(0).second == 0.25);
+  BOOST_TEST(metrics.at(1).first == "val_acc");
+  BOOST_TEST(metrics.at(1).second == 0.75);
+}
+
+BOOST_AUTO_TEST_CASE(deep_equal_of_state_dicts_and_metrics_errors) {
+  const StateDict a{{"x", torch::ones({2})}, {"n", int64_t{1}}};
+  StateDict b{{"x", torch::ones({2})}, {"n", int64_t{1}}};
+  BOOST_TEST(ckpt::deep_equal(a, b));
+  b.insert_or_assign("n", int64_t{2});
+  BOOST_TEST(!ckpt::deep_equal(a, b));
+  const StateDict reordered{{"n", int64_t{1}}, {"x", torch::ones({2})}};
+  BOOST_TEST(!ckpt::deep_equal(a, reordered));
+
+  ckpt::Checkpoint checkpoint;
+  BOOST_TEST(ckpt::metrics(checkpoint).empty());
+  checkpoint.metadata.insert_or_assign("metrics",
+                                       StateDict{{"val_loss", std::string("low")}}.to_ivalue());
+  BOOST_CHECK_EXCEPTION(ckpt::metrics(checkpoint), ckpt::CheckpointError,
+                        message_contains("metadata.metrics.val_loss", "not a number"));
+}
+
 BOOST_AUTO_TEST_CASE(unsupported_values_name_their_key) {
   TempDir dir;
   auto nested = string_dict();

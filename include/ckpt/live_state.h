@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -28,6 +29,14 @@ class Optimizer;
 namespace ckpt {
 
 namespace detail {
+template <class T>
+constexpr const char* integer_type_name() {
+  if constexpr (std::is_signed_v<T>) {
+    return sizeof(T) == 1 ? "int8" : sizeof(T) == 2 ? "int16" : sizeof(T) == 4 ? "int32" : "int64";
+  } else {
+    return sizeof(T) == 1 ? "uint8" : sizeof(T) == 2 ? "uint16" : sizeof(T) == 4 ? "uint32" : "uint64";
+  }
+}
 template <class T, class = void>
 struct has_state_methods : std::false_type {};
 template <class T>
@@ -44,7 +53,12 @@ struct has_state_methods<
 /// - a `torch::optim::Optimizer` (SGD, Adam, AdamW, RMSprop, Adagrad): optimizer_state /
 ///   load_optimizer_state;
 /// - any object with `StateDict get_state() const` and `void update_state(const StateDict&)`;
-/// - an `int64_t`, `double`, `bool`, `std::string` or `StateDict` variable, stored as the value.
+/// - a `bool`, `std::string` or `StateDict` variable, stored as the value;
+/// - a variable of any other arithmetic type, stored as the Python type it becomes: an integer
+///   (`int`, `int64_t`, `size_t`, `uint8_t`, ...) as an int, `float` or `double` as a float. A
+///   restore checks the saved kind (an int is not restored into a `double`) and that the value
+///   fits the variable's type (CheckpointError naming both otherwise); saving a `uint64_t` above
+///   INT64_MAX throws.
 /// The referenced object must outlive the LiveObject.
 class LiveObject {
  public:
@@ -61,6 +75,29 @@ class LiveObject {
   LiveObject(bool& value);                         // NOLINT(google-explicit-constructor)
   LiveObject(std::string& value);                  // NOLINT(google-explicit-constructor)
   LiveObject(StateDict& value);                    // NOLINT(google-explicit-constructor)
+  template <class T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool> &&
+                                          !std::is_same_v<T, int64_t>,
+                                      int> = 0>
+  LiveObject(T& value)  // NOLINT(google-explicit-constructor)
+      : LiveObject(
+            Kind::other,
+            [&value]() -> c10::IValue {
+              if constexpr (std::is_unsigned_v<T>) {
+                return unsigned_state(static_cast<uint64_t>(value));
+              } else {
+                return static_cast<int64_t>(value);
+              }
+            },
+            integer_setter([&value](int64_t v) { value = static_cast<T>(v); },
+                           static_cast<int64_t>(std::numeric_limits<T>::lowest()),
+                           static_cast<uint64_t>(std::numeric_limits<T>::max()),
+                           detail::integer_type_name<T>())) {}
+  template <class T, std::enable_if_t<std::is_floating_point_v<T> && !std::is_same_v<T, double>,
+                                      int> = 0>
+  LiveObject(T& value)  // NOLINT(google-explicit-constructor)
+      : LiveObject(
+            Kind::other, [&value] { return c10::IValue(static_cast<double>(value)); },
+            float_setter([&value](double v) { value = static_cast<T>(v); })) {}
   template <class M>
   LiveObject(torch::nn::ModuleHolder<M>& holder)  // NOLINT(google-explicit-constructor)
       : LiveObject(static_cast<torch::nn::Module&>(*holder)) {}
@@ -97,6 +134,11 @@ class LiveObject {
   enum class Kind { module, other, object };
   LiveObject(Kind kind, Getter get, Setter set)
       : kind_(kind), get_(std::move(get)), set_(std::move(set)) {}
+
+  static c10::IValue unsigned_state(uint64_t value);
+  static Setter integer_setter(std::function<void(int64_t)> assign, int64_t lowest,
+                               uint64_t highest, const char* type);
+  static Setter float_setter(std::function<void(double)> assign);
 
   Kind kind_;
   Getter get_;

@@ -66,6 +66,13 @@ class StateDict {
 /// Deep equality: same kinds, same keys in the same order, equal scalars and strings, and tensors
 /// with the same dtype, shape and elements (`torch::equal`). Doubles compare with `==`.
 bool deep_equal(const c10::IValue& a, const c10::IValue& b);
+/// deep_equal over two state dicts: the same keys in the same order, each value deep_equal (what
+/// operator== does).
+bool deep_equal(const StateDict& a, const StateDict& b);
+
+/// A copy sharing nothing with `state`: every tensor cloned, every list and dict new (aliasing
+/// inside `state`, one tensor under two keys, is kept).
+StateDict deep_copy(const StateDict& state);
 
 bool operator==(const StateDict& a, const StateDict& b);
 inline bool operator!=(const StateDict& a, const StateDict& b) { return !(a == b); }

@@ -143,6 +143,12 @@ bool deep_equal_at(const c10::IValue& a, const c10::IValue& b, int depth) {
 
 bool deep_equal(const c10::IValue& a, const c10::IValue& b) { return deep_equal_at(a, b, 0); }
 
+bool deep_equal(const StateDict& a, const StateDict& b) { return a == b; }
+
+StateDict deep_copy(const StateDict& state) {
+  return StateDict::from_ivalue(state.to_ivalue().deepcopy(), "state");
+}
+
 bool operator==(const StateDict& a, const StateDict& b) {
   if (a.size() != b.size()) return false;
   auto i = a.begin();
