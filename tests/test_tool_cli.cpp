@@ -6,7 +6,10 @@
 #include "test_sample_trainer_helpers.h"
 #include "test_util.h"
 
+#include <ckpt/checkpoint_reader.h>
 #include <ckpt/default_checkpointer.h>
+#include <ckpt/live_state.h>
+#include <ckpt/module_state.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
 
@@ -15,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -134,8 +138,15 @@ BOOST_AUTO_TEST_CASE(lists_newest_first_and_marks_what_load_picks) {
   }
   BOOST_CHECK(std::regex_search(
       list_line(r.out, "model_2.pt"),
-      std::regex(
-          R"(^  \* checkpoint +2 +\d+\.\d+ KiB +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +ok +model_2\.pt$)")));
+      std::regex(R"(^  \* checkpoint +2 +36 +2 +\d+\.\d+ KiB +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +ok )"
+                 R"(+model_2\.pt$)")));
+  // Each checkpoint's metrics on the line after it.
+  BOOST_CHECK_MESSAGE(
+      std::regex_search(r.out, std::regex(R"(model_2\.pt\n        metrics: train_loss=\S+ )"
+                                          R"(val_loss=\S+ val_acc=\S+\n)")),
+      r.out);
+  BOOST_CHECK(std::regex_search(list_line(r.out, "model_model_2.pt"),
+                                std::regex(R"(^    model +2 +- +- +\d)")));
   BOOST_CHECK(std::regex_search(list_line(r.out, "model_model_2.pt"),
                                 std::regex(R"(^    model +2 .* ok +model_model_2\.pt$)")));
   BOOST_CHECK(contains(r.out, "4 files, 0 bad. load() resumes from the file marked *."));
@@ -174,10 +185,60 @@ BOOST_AUTO_TEST_CASE(safetensors_models_other_prefixes_and_bad_directories) {
   check_exit(r, 0);
   BOOST_CHECK(contains(r.out, "  none"));
 
+  // ... but the weights file, a .safetensors, is not skipped: it is among the other files.
+  BOOST_CHECK_MESSAGE(contains(r.out, "other files (not named by --prefix model --ext pt):\n"),
+                      r.out);
+  BOOST_CHECK(std::regex_search(list_line(r.out, "net_model_1.safetensors"),
+                                std::regex(R"(^    other +- .* ok +net_model_1\.safetensors$)")));
+
   check_error(tool(dir, {"list", (dir / "nope").string()}), 2, (dir / "nope").string(),
               "does not exist");
   check_error(tool(dir, {"list", (save / "net_0.ckpt").string()}), 2,
               (save / "net_0.ckpt").string(), "is not a directory");
+}
+
+BOOST_AUTO_TEST_CASE(step_best_weights_and_other_files_each_with_what_they_record) {
+  TempDir dir;
+  const fs::path save = dir / "run";
+  train(dir, save, 2,
+        {"--chkp.every_n_train_steps", "5", "--chkp.save_top_k", "1", "--chkp.monitor",
+         "val_loss"});
+  ckpt::save_state_file(ckpt::StateDict{{"w", torch::ones({2})}}, save / "notes.pt");
+  fs::create_directories(save / "sub");
+  ckpt::save_safetensors_file(ckpt::StateDict{{"w", torch::ones({2})}},
+                              save / "sub" / "exported.safetensors");
+  RunResult r = tool(dir, {"list", save.string()});
+  check_exit(r, 0);
+  // Step checkpoints: index (the epoch they are in), global step; the newest is model_1.pt.
+  BOOST_CHECK_MESSAGE(std::regex_search(list_line(r.out, "model_0_step_10.pt"),
+                                        std::regex(R"(^    step +0 +10 +-?\d+ +\d.* ok )"
+                                                   R"(+model_0_step_10\.pt$)")),
+                      r.out);
+  BOOST_CHECK(std::regex_search(list_line(r.out, "model_1_step_20.pt"),
+                                std::regex(R"(^    step +1 +20 )")));
+  BOOST_CHECK(std::regex_search(list_line(r.out, "model_1.pt"),
+                                std::regex(R"(^  \* checkpoint +1 +24 +1 )")));
+  // The best file with its monitored score, and the metrics it was saved with.
+  std::smatch best;
+  BOOST_REQUIRE_MESSAGE(std::regex_search(r.out, best,
+                                          std::regex(R"(\n    best +(\d) +\d+ +\d .* ok +)"
+                                                     R"(model_best_\d\.pt\n        best: )"
+                                                     R"(val_loss=(\S+) \(min\)\n)"
+                                                     R"(        metrics: train_loss=\S+ )"
+                                                     R"(val_loss=(\S+) val_acc=\S+\n)")),
+                        r.out);
+  BOOST_CHECK_EQUAL(best[2], best[3]);
+  BOOST_CHECK(std::regex_search(list_line(r.out, "model_model_1.pt"),
+                                std::regex(R"(^    model +1 +- +- )")));
+  // Files ckpt did not name appear too, below, each verified.
+  const auto others = r.out.find("other files (not named by --prefix model --ext pt):\n");
+  BOOST_REQUIRE_MESSAGE(others != std::string::npos, r.out);
+  BOOST_CHECK(r.out.find(" notes.pt\n") > others);
+  BOOST_CHECK(r.out.find(" sub/exported.safetensors\n") > others);
+  BOOST_CHECK(std::regex_search(list_line(r.out, "notes.pt"),
+                                std::regex(R"(^    other +- +- +- .* ok +notes\.pt$)")));
+  BOOST_CHECK(r.out.find("model_latest") == std::string::npos);  // not a checkpoint
+  BOOST_CHECK_MESSAGE(contains(r.out, " bad. load() resumes from the file marked *."), r.out);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -196,7 +257,9 @@ BOOST_AUTO_TEST_CASE(tree_totals_and_json_match_the_file) {
         "  6.bias: float32 [10] 40 B\n", "trainer_state: dict (3)\n", "  last_epoch: 1\n",
         "        lr: 0.003\n", "        betas: tuple (2)\n", "  global_step_completed: 24\n",
         "  rng_state: uint8 [5056] 4.94 KiB\n", "        amsgrad: False\n",
-        "        foreach: None\n"}) {
+        "        foreach: None\n",
+        // A 0-dim tensor shows its value (Adam's step).
+        "          step: float32 [] 4 B = 24.0\n"}) {
     BOOST_CHECK_MESSAGE(contains(r.out, line), "lacks '" << line << "':\n" << r.out);
   }
   // 6 weights + 6 x (step, exp_avg, exp_avg_sq) + rng_state.
@@ -308,8 +371,39 @@ BOOST_AUTO_TEST_CASE(names_each_bad_file_and_why) {
     // One line per bad file: "BAD  <file>: <why>".
     BOOST_CHECK_MESSAGE(contains(r.out, "\nBAD  " + bad.string() + ": "), bad << "\n" << r.out);
   }
-  BOOST_CHECK(contains(
-      r.out, "BAD  " + (save / "model_3.pt").string() + ": checksum mismatch in record 'data/"));
+  // The damaged tensor by its key (the one a CheckpointReader fails to load), then its record.
+  std::string damaged_key;
+  {
+    const ckpt::CheckpointReader reader(save / "model_3.pt");
+    std::function<void(const c10::IValue&, const std::string&)> walk =
+        [&](const c10::IValue& value, const std::string& key) {
+          if (!damaged_key.empty()) return;
+          if (value.isTensor()) {
+            try {
+              reader.load(key);
+            } catch (const ckpt::CheckpointError&) {
+              damaged_key = key;
+            }
+          } else if (value.isGenericDict()) {
+            for (const auto& item : value.toGenericDict()) {
+              const c10::IValue& k = item.key();
+              walk(item.value(), (key.empty() ? "" : key + "/") +
+                                     (k.isString() ? k.toStringRef() : std::to_string(k.toInt())));
+            }
+          } else if (value.isList()) {
+            const auto& items = value.toListRef();
+            for (std::size_t i = 0; i < items.size(); ++i) {
+              walk(items[i], (key.empty() ? "" : key + "/") + std::to_string(i));
+            }
+          }
+        };
+    walk(reader.outline(), "");
+  }
+  BOOST_REQUIRE(!damaged_key.empty());
+  BOOST_CHECK_MESSAGE(contains(r.out, "BAD  " + (save / "model_3.pt").string() +
+                                          ": tensor at key " + damaged_key +
+                                          ": checksum mismatch in record 'data/"),
+                      damaged_key << "\n" << r.out);
   BOOST_CHECK(contains(r.out, "BAD  " + (save / "old" / "w.safetensors").string() +
                                   ": checksum mismatch: the tensor bytes have CRC-32 "));
   BOOST_CHECK(contains(r.out, (save / "model_9.pt").string() + " is empty"));
@@ -358,6 +452,9 @@ BOOST_AUTO_TEST_CASE(only_in_a_only_in_b_and_changed) {
     }
   }
   BOOST_CHECK(contains(r.out, "changed:   trainer_state/last_epoch: 0 -> 1\n"));
+  // An optimizer's step is a 0-dim tensor: its values, not a "max abs diff".
+  BOOST_CHECK_MESSAGE(
+      contains(r.out, "changed:   trainer_state/optimizers/0/state/0/step: 12.0 -> 24.0\n"), r.out);
   BOOST_CHECK(
       contains(r.out, "changed:   trainer_backend_state/global_step_completed: 12 -> 24\n"));
   BOOST_CHECK(contains(r.out, "0 only in A, 0 only in B, "));
@@ -462,6 +559,30 @@ BOOST_AUTO_TEST_CASE(weights_only_as_pt_and_safetensors) {
   r = tool(dir, {"export", file.string(), "-o", (dir / "x.pt").string()});
   check_exit(r, 0);
   BOOST_CHECK(ckpt::load_state_file(dir / "x.pt") == weights);
+}
+
+BOOST_AUTO_TEST_CASE(a_fabric_style_file_exports_its_module_state) {
+  TempDir dir;
+  torch::nn::Linear model(4, 3);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.01));
+  int64_t step = 15;
+  ckpt::save(dir / "fabric.pt", {{"model", model}, {"optimizer", adam}, {"step", step}});
+  RunResult r = tool(dir, {"export", (dir / "fabric.pt").string(), "-o",
+                           (dir / "w.safetensors").string()});
+  check_exit(r, 0);
+  BOOST_CHECK_MESSAGE(contains(r.out, "exported 2 tensors"), r.out);
+  BOOST_CHECK(contains(r.out, "at --key model to"));
+  BOOST_CHECK(ckpt::load_safetensors_file(dir / "w.safetensors") == ckpt::module_state(*model));
+
+  // Two dicts of tensors: which is the module state is the user's choice, by key.
+  torch::nn::Linear ema(4, 3);
+  ckpt::save(dir / "two.pt", {{"model", model}, {"ema", ema}, {"step", step}});
+  check_error(tool(dir, {"export", (dir / "two.pt").string(), "-o", (dir / "x.pt").string()}), 2,
+              (dir / "two.pt").string(), "several dicts of tensors (model, ema)", "--key");
+  check_exit(tool(dir, {"export", (dir / "two.pt").string(), "--key", "ema", "-o",
+                        (dir / "ema.pt").string()}),
+             0);
+  BOOST_CHECK(ckpt::load_state_file(dir / "ema.pt") == ckpt::module_state(*ema));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,6 +3,7 @@
 #include "tool_common.h"
 
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/checkpoint_reader.h>
 #include <ckpt/default_checkpointer.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
@@ -10,10 +11,12 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <iomanip>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 namespace po = boost::program_options;
@@ -23,10 +26,16 @@ using Json = nlohmann::ordered_json;
 namespace ckpt::tool {
 namespace {
 
-// One file of `ckpt list`, with the result of verifying it.
+// One file of `ckpt list`: what its name and contents say, and the result of verifying it.
 struct Listed {
+  Listed(fs::path path_, std::string kind_) : path(std::move(path_)), kind(std::move(kind_)) {}
   fs::path path;
-  std::string kind;  // "checkpoint" or "model"
+  std::string kind;  // "checkpoint", "step", "best", "model" or "other"
+  std::string index = "-";
+  std::string step = "-";
+  std::string epoch = "-";
+  std::string metrics;  // "val_loss=0.31 val_acc=0.93", or empty
+  std::string best;     // a best file's rank: "val_loss=0.31 (min)"
   std::optional<std::string> error;
 };
 
@@ -40,7 +49,66 @@ std::optional<std::string> verification_error(const fs::path& path) {
     verify_any(path);
     return std::nullopt;
   } catch (const std::exception& e) {
-    return one_line(e);
+    return failure_with_key(path, e);
+  }
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// N of `<head><N>.<ext>`, if `name` is exactly that with N a non-negative decimal.
+std::optional<std::string> number_between(const std::string& name, const std::string& head,
+                                          const std::string& ext) {
+  const std::string tail = "." + ext;
+  if (name.size() <= head.size() + tail.size() || name.compare(0, head.size(), head) != 0 ||
+      !ends_with(name, tail)) {
+    return std::nullopt;
+  }
+  const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+  if (digits.empty() || digits.size() > 18 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  return digits;
+}
+
+// Fills epoch, step, metrics and best from what a checkpoint records (its structure only: no
+// tensor is read). A file that cannot be opened keeps its dashes; verification says why.
+void describe(Listed& file) {
+  try {
+    const c10::IValue root = CheckpointReader(file.path, storage()).outline();
+    auto at = [&](const std::string& key) -> std::optional<c10::IValue> {
+      try {
+        return value_at_key(root, key, file.path.string());
+      } catch (const CheckpointError&) {
+        return std::nullopt;
+      }
+    };
+    if (const auto epoch = at("trainer_state/last_epoch"); epoch && epoch->isInt()) {
+      file.epoch = std::to_string(epoch->toInt());
+    }
+    if (const auto step = at("trainer_backend_state/global_step_completed");
+        step && step->isInt()) {
+      file.step = std::to_string(step->toInt());
+    }
+    if (const auto metrics = at("ckpt_metadata/metrics"); metrics && metrics->isGenericDict()) {
+      for (const auto& item : metrics->toGenericDict()) {
+        const c10::IValue& key = item.key();
+        file.metrics += (file.metrics.empty() ? "" : " ") +
+                        (key.isString() ? key.toStringRef() : value_string(key)) + "=" +
+                        value_string(item.value());
+      }
+    }
+    const auto monitor = at("ckpt_metadata/best/monitor");
+    const auto score = at("ckpt_metadata/best/score");
+    const auto mode = at("ckpt_metadata/best/mode");
+    if (monitor && monitor->isString() && score) {
+      file.best = monitor->toStringRef() + "=" + value_string(*score) +
+                  (mode && mode->isString() ? " (" + mode->toStringRef() + ")" : "");
+    }
+  } catch (const std::exception&) {
   }
 }
 
@@ -57,53 +125,103 @@ int run_list(const std::vector<std::string>& args) {
   po::variables_map vm;
   const std::string usage =
       "Usage: ckpt list DIR [--prefix P] [--ext E]\n\n"
-      "The files a DefaultCheckpointer with load_dir DIR would see: checkpoints\n"
-      "<P>_<N>.<E> (searched recursively, like load()) and model files <P>_model_<N>.<E> and\n"
-      "<P>_model_<N>.safetensors, newest first, with size, modification time and whether each\n"
-      "verifies. `*` marks the checkpoint load() would resume from: the newest that verifies.";
+      "Every file a DefaultCheckpointer writes under DIR (recursively): resumable checkpoints\n"
+      "<P>_<N>.<E> and step checkpoints <P>_<N>_step_<S>.<E> newest first (as load() sees\n"
+      "them), best checkpoints <P>_best_<N>.<E> with their monitored score, and weights files\n"
+      "<P>_model_<N>.<E> / .safetensors; each with index, global step, epoch, metrics, size,\n"
+      "modification time and whether it verifies. `*` marks the checkpoint load() would resume\n"
+      "from: the newest that verifies. Other *.<E>, *.pt and *.safetensors files follow under\n"
+      "\"other files\".";
   if (!parse_arguments(args, options, {{"DIR", 1}}, usage, vm)) return kExitOk;
   const fs::path dir = vm["DIR"].as<std::vector<std::string>>().front();
   require_path(dir, /*want_dir=*/true, "DIR");
 
   std::vector<Listed> files;
+  std::set<fs::path> seen;
   for (const auto& path : list_checkpoints(dir, prefix, ext, storage())) {
-    files.push_back({path, "checkpoint", verification_error(path)});
+    const auto name = CheckpointName::parse(path.filename().string(), prefix, ext);
+    Listed file{path, name && name->step ? "step" : "checkpoint"};
+    if (name) file.index = std::to_string(name->index);
+    files.push_back(std::move(file));
   }
-  for (const std::string& model_ext : {ext, std::string("safetensors")}) {
-    for (const auto& path : list_checkpoints(dir, prefix + "_model", model_ext, storage())) {
-      files.push_back({path, "model", verification_error(path)});
+  std::vector<fs::path> everything;
+  for (const auto& listed : storage().list(dir, /*recursive=*/true)) {
+    if (!listed.is_directory) everything.push_back(listed.path);
+  }
+  std::sort(everything.begin(), everything.end());
+  std::vector<Listed> best;
+  std::vector<Listed> models;
+  std::vector<Listed> others;
+  for (const auto& file : files) seen.insert(file.path);
+  for (const auto& path : everything) {
+    if (seen.count(path)) continue;
+    const std::string name = path.filename().string();
+    if (!temporary_target(name).empty()) continue;  // an unfinished save, never a file of ours
+    if (const auto n = number_between(name, prefix + "_best_", ext)) {
+      Listed file{path, "best"};
+      file.index = *n;
+      best.push_back(std::move(file));
+    } else if (const auto m = number_between(name, prefix + "_model_", ext)
+                                  ? number_between(name, prefix + "_model_", ext)
+                                  : number_between(name, prefix + "_model_", "safetensors")) {
+      Listed file{path, "model"};
+      file.index = *m;
+      models.push_back(std::move(file));
+    } else if (ends_with(name, "." + ext) || ends_with(name, ".pt") ||
+               ends_with(name, ".safetensors")) {
+      others.push_back({path, "other"});
     }
   }
-
-  std::cout << "checkpoints and model files in " << dir.string() << " (prefix '" << prefix
-            << "', ext '" << ext << "'), newest first:\n";
-  if (files.empty()) {
-    std::cout << "  none\n";
-    return kExitOk;
+  auto newest_first = [](std::vector<Listed>& group) {
+    std::stable_sort(group.begin(), group.end(), [](const Listed& a, const Listed& b) {
+      return std::stoll(a.index) > std::stoll(b.index);
+    });
+  };
+  newest_first(best);
+  newest_first(models);
+  files.insert(files.end(), best.begin(), best.end());
+  files.insert(files.end(), models.begin(), models.end());
+  const std::size_t ours = files.size();
+  files.insert(files.end(), others.begin(), others.end());
+  for (auto& file : files) {
+    file.error = verification_error(file.path);
+    if (file.kind != "model" && kind_of(file.path) == FileKind::kTorchZip) describe(file);
   }
+
   bool picked = false;
   int bad = 0;
+  auto print = [&](const Listed& file) {
+    const auto size = stored_size(file.path);
+    const bool load_picks =
+        (file.kind == "checkpoint" || file.kind == "step") && !file.error && !picked;
+    picked = picked || load_picks;
+    bad += file.error ? 1 : 0;
+    std::cout << (load_picks ? "  * " : "    ") << std::left << std::setw(11) << file.kind
+              << std::right << std::setw(6) << file.index << "  " << std::setw(6) << file.step
+              << "  " << std::setw(5) << file.epoch << "  " << std::setw(10)
+              << (size ? human_bytes(*size) : std::string("?")) << "  " << std::left
+              << std::setw(19) << modified_time(file.path) << "  " << std::setw(8)
+              << (file.error ? "BAD" : "ok") << relative_to(file.path, dir);
+    if (file.error) std::cout << "\n        why: " << *file.error;
+    if (!file.best.empty()) std::cout << "\n        best: " << file.best;
+    if (!file.metrics.empty()) std::cout << "\n        metrics: " << file.metrics;
+    std::cout << "\n";
+  };
+  std::cout << "files ckpt wrote in " << dir.string() << " (prefix '" << prefix << "', ext '"
+            << ext << "'): checkpoints newest first, then best and model files:\n";
   std::cout << "    " << std::left << std::setw(11) << "kind" << std::right << std::setw(6)
             << "index"
+            << "  " << std::setw(6) << "step"
+            << "  " << std::setw(5) << "epoch"
             << "  " << std::setw(10) << "size"
             << "  " << std::left << std::setw(19) << "modified"
             << "  " << std::setw(8) << "status"
             << "file\n";
-  for (const auto& file : files) {
-    const auto size = stored_size(file.path);
-    const std::string name = file.path.filename().string();
-    const auto digits_end = name.rfind('.');
-    const auto digits_begin = name.rfind('_', digits_end) + 1;
-    const bool load_picks = file.kind == "checkpoint" && !file.error && !picked;
-    picked = picked || load_picks;
-    bad += file.error ? 1 : 0;
-    std::cout << (load_picks ? "  * " : "    ") << std::left << std::setw(11) << file.kind
-              << std::right << std::setw(6) << name.substr(digits_begin, digits_end - digits_begin)
-              << "  " << std::setw(10) << (size ? human_bytes(*size) : std::string("?")) << "  "
-              << std::left << std::setw(19) << modified_time(file.path) << "  " << std::setw(8)
-              << (file.error ? "BAD" : "ok") << relative_to(file.path, dir);
-    if (file.error) std::cout << "\n        why: " << *file.error;
-    std::cout << "\n";
+  if (ours == 0) std::cout << "  none\n";
+  for (std::size_t i = 0; i < ours; ++i) print(files[i]);
+  if (ours < files.size()) {
+    std::cout << "other files (not named by --prefix " << prefix << " --ext " << ext << "):\n";
+    for (std::size_t i = ours; i < files.size(); ++i) print(files[i]);
   }
   std::cout << files.size() << " files, " << bad << " bad. ";
   if (picked) {
@@ -135,7 +253,9 @@ void print_tree(const c10::IValue& value, const std::string& name, int depth, To
     totals.elements += t.numel();
     totals.bytes += t.nbytes();
     std::cout << indent << name << ": " << dtype_string(t) << " " << shape_string(t) << " "
-              << human_bytes(t.nbytes()) << "\n";
+              << human_bytes(t.nbytes());
+    if (const auto item = item_string(t)) std::cout << " = " << *item;
+    std::cout << "\n";
     return;
   }
   std::cout << indent << name << ": " << value_string(value) << "\n";
@@ -163,10 +283,20 @@ Json to_json(const c10::IValue& value, Totals& totals) {
     ++totals.tensors;
     totals.elements += t.numel();
     totals.bytes += t.nbytes();
-    return {{"type", "tensor"},
-            {"dtype", dtype_string(t)},
-            {"shape", t.sizes().vec()},
-            {"bytes", t.nbytes()}};
+    Json out = {{"type", "tensor"},
+                {"dtype", dtype_string(t)},
+                {"shape", t.sizes().vec()},
+                {"bytes", t.nbytes()}};
+    if (t.dim() == 0 && !t.is_complex()) {
+      if (t.scalar_type() == at::kBool) {
+        out["value"] = t.item<bool>();
+      } else if (t.is_floating_point()) {
+        out["value"] = t.item<double>();
+      } else {
+        out["value"] = t.item<int64_t>();
+      }
+    }
+    return out;
   }
   if (value.isGenericDict()) {
     Json entries = Json::object();
@@ -300,7 +430,7 @@ int run_verify(const std::vector<std::string>& args) {
     } catch (const std::exception& e) {
       ++bad;
       // The library's messages name the file already; say it once, at the start of the line.
-      std::string why = one_line(e);
+      std::string why = failure_with_key(file, e);
       const std::string named = file.string() + ": ";
       if (why.compare(0, named.size(), named) == 0) why.erase(0, named.size());
       std::cout << "BAD  " << file.string() << ": " << why << "\n";
@@ -372,7 +502,13 @@ int run_diff(const std::vector<std::string>& args) {
         change += (change.empty() ? "" : ", ") + std::string("shape ") + shape_string(ta) + " -> " +
                   shape_string(tb);
       }
-      if (change.empty() && !ta.equal(tb)) {
+      const auto item_a = item_string(ta);
+      const auto item_b = item_string(tb);
+      if (change.empty() && item_a && item_b && !ta.equal(tb)) {
+        // A 0-dim tensor is a number (an optimizer's step): its values say more than a diff.
+        const double diff = std::abs(ta.item<double>() - tb.item<double>());
+        if (!(diff <= tolerance)) change = *item_a + " -> " + *item_b;
+      } else if (change.empty() && !ta.equal(tb)) {
         const double max_diff =
             ta.numel() == 0 ? 0.0
                             : (ta.to(at::kDouble) - tb.to(at::kDouble)).abs().max().item<double>();

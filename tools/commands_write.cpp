@@ -21,6 +21,41 @@ namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
 namespace ckpt::tool {
+namespace {
+
+bool all_tensors(const c10::IValue& value) {
+  if (!value.isGenericDict() || value.toGenericDict().empty()) return false;
+  for (const auto& item : value.toGenericDict()) {
+    if (!item.key().isString() || !item.value().isTensor()) return false;
+  }
+  return true;
+}
+
+// The key of the module state in a file's outline: a checkpoint's module_interface_state; the
+// whole file when it is a dict of tensors; otherwise the one top-level dict of tensors (a Fabric
+// or hand-made `{"model": ..., "optimizer": ..., "step": ...}`). Several such dicts: a usage error
+// listing them by key.
+std::string module_state_key(const fs::path& file, const c10::IValue& outline) {
+  if (!outline.isGenericDict()) return "";
+  const auto top = outline.toGenericDict();
+  if (top.contains("module_interface_state")) return "module_interface_state";
+  if (all_tensors(outline)) return "";
+  std::vector<std::string> candidates;
+  for (const auto& item : top) {
+    if (item.key().isString() && item.key().toStringRef().find('/') == std::string::npos &&
+        all_tensors(item.value())) {
+      candidates.push_back(item.key().toStringRef());
+    }
+  }
+  if (candidates.size() == 1) return candidates.front();
+  if (candidates.empty()) return "";  // the whole file: the error below names what it holds
+  std::string listed;
+  for (const auto& candidate : candidates) listed += (listed.empty() ? "" : ", ") + candidate;
+  throw UsageError(file.string() + " holds several dicts of tensors (" + listed +
+                   "): choose the module state with --key");
+}
+
+}  // namespace
 
 int run_export(const std::vector<std::string>& args) {
   std::string out;
@@ -33,7 +68,8 @@ int run_export(const std::vector<std::string>& args) {
       ".safetensors, else pt")(
       "key", po::value<std::string>(&key),
       "the dict of tensors to export; default: module_interface_state in a checkpoint, the "
-      "whole file in a model file");
+      "whole file in a model file, else the one top-level dict of tensors (a Fabric file's "
+      "model)");
   po::variables_map vm;
   const std::string usage =
       "Usage: ckpt export FILE -o OUT [--format pt|safetensors] [--key PATH]\n\n"
@@ -60,10 +96,7 @@ int run_export(const std::vector<std::string>& args) {
   // A checkpoint's weights are read without its optimizer and trainer state: only their records.
   std::string chosen = key;
   if (chosen.empty() && kind_of(file) == FileKind::kTorchZip) {
-    const c10::IValue outline = CheckpointReader(file, storage()).outline();
-    if (outline.isGenericDict() && outline.toGenericDict().contains("module_interface_state")) {
-      chosen = "module_interface_state";
-    }
+    chosen = module_state_key(file, CheckpointReader(file, storage()).outline());
   }
   const c10::IValue value = load_any_at(file, chosen);
   const std::string what = file.string() + (chosen.empty() ? std::string() : " at --key " + chosen);

@@ -224,6 +224,41 @@ std::string value_string(const c10::IValue& value) {
   return value.tagKind();
 }
 
+std::optional<std::string> item_string(const at::Tensor& tensor) {
+  if (tensor.dim() != 0 || tensor.is_complex()) return std::nullopt;
+  if (tensor.scalar_type() == at::kBool) return value_string(tensor.item<bool>());
+  if (tensor.is_floating_point()) return value_string(tensor.item<double>());
+  return value_string(tensor.item<int64_t>());
+}
+
+std::string failure_with_key(const fs::path& path, const std::exception& error) {
+  const std::string why = one_line(error);
+  if (why.find("record '") == std::string::npos || kind_of(path) != FileKind::kTorchZip) {
+    return why;
+  }
+  // Each tensor read alone, its record checked by its CRC-32: the first that fails is the key.
+  std::optional<std::string> key;
+  try {
+    const CheckpointReader reader(path, storage());
+    for_each_leaf(reader.outline(), "", [&](const std::string& at, const c10::IValue& leaf) {
+      if (key || !leaf.isTensor()) return;
+      try {
+        reader.load(at, Verification::records_read);
+      } catch (const CheckpointError&) {
+        key = at;
+      }
+    });
+  } catch (const std::exception&) {
+  }
+  if (!key) return why;
+  // The library's message starts with the file's name; the key goes right after it.
+  const std::string named = path.string() + ": ";
+  if (why.compare(0, named.size(), named) == 0) {
+    return named + "tensor at key " + *key + ": " + why.substr(named.size());
+  }
+  return "tensor at key " + *key + ": " + why;
+}
+
 std::string human_bytes(uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double size = static_cast<double>(bytes);

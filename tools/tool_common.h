@@ -83,6 +83,13 @@ std::string dtype_string(const at::Tensor& tensor);
 std::string shape_string(const at::Tensor& tensor);
 /// A scalar or string as Python's repr would show it; containers as "dict (3)", "list (2)".
 std::string value_string(const c10::IValue& value);
+/// The value of a 0-dim tensor as Python prints its item(): "15.0", "3", "True"; nullopt for a
+/// tensor with dimensions (or a complex one).
+std::optional<std::string> item_string(const at::Tensor& tensor);
+/// Why `path` failed (`error`, one line), naming the tensor key whose record is damaged where
+/// the error names a record of a torch.save zip: "tensor at key K: checksum mismatch in record
+/// 'data/7' ...".
+std::string failure_with_key(const std::filesystem::path& path, const std::exception& error);
 /// 1536 -> "1.5 KiB".
 std::string human_bytes(uint64_t bytes);
 /// File modification time as local "YYYY-MM-DD HH:MM:SS".
