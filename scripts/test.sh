@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the dependencies (Debian 12 packages), builds ckpt and runs the whole test suite:
-#   1. the suite (ctest) on a normal build;
+#   1. the suite (ctest) on a normal build (against the torch 2.11.0 wheel's LibTorch, its Python
+#      tests under that wheel's Python, with CKPT_TORCH2=1: scripts/torch-wheel.sh);
 #   2. the same suite on a build with AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the loader's libFuzzer target for 60 s from a seed corpus of real checkpoints.
 # Usage: scripts/test.sh   (build directories: $CKPT_BUILD_DIR, default ./build, and <that>-asan;
@@ -37,5 +38,13 @@ if [ "${CKPT_SKIP_SANITIZERS:-0}" != 1 ]; then
     run_suite "$build_dir-asan" -DCKPT_SANITIZE=ON "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
 fi
 
-echo "== test suite"
-run_suite "$build_dir"
+if [ "${CKPT_TORCH2:-0}" = 1 ]; then
+  echo "== test suite against LibTorch 2.x (the torch wheel)"
+  mapfile -t wheel < <(scripts/torch-wheel.sh)
+  [ ${#wheel[@]} -eq 2 ] || { echo "test.sh: scripts/torch-wheel.sh failed" >&2; exit 1; }
+  echo "LibTorch: ${wheel[0]}; Python: ${wheel[1]}"
+  run_suite "$build_dir-torch2" "-DCMAKE_PREFIX_PATH=${wheel[0]}" "-DCKPT_PYTHON=${wheel[1]}"
+else
+  echo "== test suite"
+  run_suite "$build_dir"
+fi
