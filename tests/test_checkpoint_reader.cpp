@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "test_util.h"
+#include "torch_compat.h"
 
 using ckpt::test::message_contains;
 using ckpt::test::storage_under_test;
@@ -40,7 +41,7 @@ struct ModelAndAdam {
     torch::NoGradGuard no_grad;
     model->parameters()[0].fill_(1.5f);
     auto& adam_state = static_cast<torch::optim::AdamParamState&>(
-        *adam->state().at(c10::guts::to_string(model->parameters()[0].unsafeGetTensorImpl())));
+        *adam->state().at(ckpt::compat::optimizer_state_key(model->parameters()[0])));
     adam_state.exp_avg().fill_(7.25f);
     c10::impl::GenericList optimizers(c10::AnyType::get());
     optimizers.push_back(ckpt::optimizer_state(*adam).to_ivalue());
