@@ -91,3 +91,17 @@ foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER CKPT_TORCH_GLOO_IS_BAC
     target_compile_definitions(ckpt_torch_compat INTERFACE ${probe}=1)
   endif()
 endforeach()
+
+# The torch wheel's libtorch.so exports its own copies of libstdc++'s std::filesystem functions
+# (built with a newer GCC). Listed before libstdc++ in a program's needed libraries, they interpose
+# Debian 12's, and call into parts of libstdc++ that GCC 12's lacks: every std::filesystem::
+# remove_all jumped to address 0. Then every program that links ckpt lists libstdc++ first.
+add_library(ckpt_libstdcxx_first INTERFACE)
+execute_process(COMMAND nm -D --defined-only "${TORCH_LIBRARY}"
+                OUTPUT_VARIABLE ckpt_torch_symbols ERROR_QUIET)
+if(ckpt_torch_symbols MATCHES "_ZNSt10filesystem")
+  target_link_options(ckpt_libstdcxx_first INTERFACE
+                      "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
+  message(STATUS "${TORCH_LIBRARY} exports std::filesystem: libstdc++ is linked ahead of it")
+endif()
+unset(ckpt_torch_symbols)
