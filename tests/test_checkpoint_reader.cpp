@@ -102,8 +102,9 @@ BOOST_FIXTURE_TEST_CASE(a_subtree_reads_only_its_records, SavedCheckpoint) {
 }
 
 BOOST_AUTO_TEST_CASE(bytes_read_counts_each_byte_of_the_file_once) {
-  // A small file (about 8 KB), read whole several ways: the zip directory, data.pkl and the
-  // records are viewed more than once, and bytes_read() once reported 13095 of 8005 bytes.
+  // A small file (about 5 KB, within the tail read at open), read whole several ways: the zip
+  // directory, data.pkl and the records are viewed more than once, and bytes_read() once
+  // reported 13095 of 8005 bytes.
   TempDir dir;
   ckpt::Storage& storage = *storage_under_test();
   const auto path = dir / "small.pt";
@@ -114,8 +115,7 @@ BOOST_AUTO_TEST_CASE(bytes_read_counts_each_byte_of_the_file_once) {
   BOOST_TEST(reader.file_size() < 16384u);
   reader.load("w");
   reader.load("w");  // the same record again adds nothing
-  const uint64_t after_w = reader.bytes_read();
-  BOOST_TEST(after_w < reader.file_size());
+  BOOST_TEST(reader.bytes_read() <= reader.file_size());
   reader.load("", ckpt::Verification::records_read);
   reader.load("", ckpt::Verification::whole_file);  // every byte, checked by the file's CRC-32
   reader.load("", ckpt::Verification::records_read);
