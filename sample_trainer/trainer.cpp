@@ -234,7 +234,10 @@ void Trainer::update_state(const ckpt::StateDict& state) {
 }
 
 ckpt::Checkpoint Trainer::checkpoint() const {
-  ckpt::Checkpoint checkpoint{module_->get_state(), get_state(), backend_->get_state(), {}, {}, {}};
+  ckpt::Checkpoint checkpoint;
+  checkpoint.module_interface_state = module_->get_state();
+  checkpoint.trainer_state = get_state();
+  checkpoint.trainer_backend_state = backend_->get_state();
   for (const auto& [name, object] : registered_) {
     checkpoint.registered_state.insert_or_assign(name, object->get_state().to_ivalue());
   }

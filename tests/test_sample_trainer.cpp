@@ -5,6 +5,7 @@
 #include "test_sample_trainer_helpers.h"
 
 #include <sample_trainer/digits_module.h>
+#include <sample_trainer/distributed.h>
 #include <sample_trainer/lr_scheduler.h>
 #include <sample_trainer/single_process.h>
 #include <sample_trainer/trainer.h>
@@ -14,9 +15,11 @@
 #include <ckpt/optimizer_state.h>
 
 #include <torch/torch.h>
+#include <boost/program_options.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -316,6 +319,50 @@ BOOST_AUTO_TEST_CASE(load_digits_reads_the_data_and_names_bad_files) {
   const std::string missing = error_of([&] { load_digits(dir / "none.csv.gz"); });
   BOOST_CHECK_MESSAGE(contains(missing, "cannot open data file " + (dir / "none.csv.gz").string()),
                       missing);
+}
+
+BOOST_AUTO_TEST_CASE(option_binders_keep_a_programs_presets) {
+  namespace po = boost::program_options;
+  TrainerArguments args;
+  args.epochs = 9;
+  args.lr = 0.01;
+  args.checkpointer_args.save_dir = "/runs/preset";
+  args.checkpointer_args.keep_last_n = 2;
+  DistArguments dist;
+  dist.timeout = 42;
+  dist.master_addr = "10.0.0.1";
+  auto parse = [&](std::vector<const char*> argv) {
+    po::options_description desc;
+    desc.add(trainer_options(args))
+        .add(ckpt::default_checkpointer_options(args.checkpointer_args))
+        .add(dist_options(dist));
+    argv.insert(argv.begin(), "sample_trainer");
+    po::variables_map vm;
+    po::store(po::parse_command_line(static_cast<int>(argv.size()), argv.data(), desc), vm);
+    po::notify(vm);
+    std::ostringstream help;
+    help << desc;
+    return help.str();
+  };
+  const std::string help = parse({});
+  BOOST_TEST(args.epochs == 9);
+  BOOST_TEST(args.lr == 0.01);
+  BOOST_TEST(args.checkpointer_args.save_dir == "/runs/preset");
+  BOOST_TEST(args.checkpointer_args.keep_last_n == 2);
+  BOOST_TEST(dist.timeout == 42);
+  BOOST_TEST(dist.master_addr.value() == "10.0.0.1");
+  BOOST_TEST(!dist.rank.has_value());
+  for (const char* shown : {"--trainer.epochs arg (=9)", "--trainer.lr arg (=0.01)",
+                            "--chkp.save_dir arg (=/runs/preset)", "--dist.timeout arg (=42)",
+                            "--dist.master_addr arg (=10.0.0.1)"}) {
+    BOOST_CHECK_MESSAGE(help.find(shown) != std::string::npos,
+                        "help lacks '" << shown << "':\n" << help);
+  }
+  parse({"--trainer.epochs", "4", "--chkp.keep_last_n", "5", "--dist.timeout", "7"});
+  BOOST_TEST(args.epochs == 4);
+  BOOST_TEST(args.checkpointer_args.keep_last_n == 5);
+  BOOST_TEST(dist.timeout == 7);
+  BOOST_TEST(args.lr == 0.01);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
