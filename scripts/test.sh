@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the dependencies (Debian 12 packages), builds ckpt and runs the whole test suite:
-#   1. the suite (ctest) on a normal build (against the torch 2.11.0 wheel's LibTorch, its Python
-#      tests under that wheel's Python, with CKPT_TORCH2=1: scripts/torch-wheel.sh);
-#   2. the same suite on a build with AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. the loader's libFuzzer target for 60 s from a seed corpus of real checkpoints.
-# Usage: scripts/test.sh   (build directories: $CKPT_BUILD_DIR, default ./build, and <that>-asan;
-#                           CKPT_SKIP_SANITIZERS=1 / CKPT_SKIP_FUZZ=1 run only step 1)
+# Installs the dependencies (Debian 12 packages, and the torch 2.11.0 wheel from PyPI), builds
+# ckpt and runs the whole test suite, so that every suite runs against both LibTorch versions:
+#   1. the loader's libFuzzer target for 60 s from a seed corpus of real checkpoints (Debian's
+#      LibTorch 1.13.1);
+#   2. the suite (ctest) on a build with AddressSanitizer + UndefinedBehaviorSanitizer against
+#      Debian's LibTorch 1.13.1, its Python tests under Debian's python3-torch 1.13;
+#   3. the suite on a normal build against LibTorch 2.11.0 from the `torch` wheel on PyPI
+#      (scripts/torch-wheel.sh), its Python tests under that wheel's torch 2.11.0.
+# Usage: scripts/test.sh   (build directories: $CKPT_BUILD_DIR, default ./build: <that>-asan for
+#                           step 2, <that>-torch2 for step 3)
+#   CKPT_TORCH2=0          step 3 against Debian's 1.13 instead, in <that> (no wheel download)
+#   CKPT_SKIP_SANITIZERS=1 / CKPT_SKIP_FUZZ=1   skip step 2 / step 1
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -38,7 +43,7 @@ if [ "${CKPT_SKIP_SANITIZERS:-0}" != 1 ]; then
     run_suite "$build_dir-asan" -DCKPT_SANITIZE=ON "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
 fi
 
-if [ "${CKPT_TORCH2:-0}" = 1 ]; then
+if [ "${CKPT_TORCH2:-1}" = 1 ]; then
   echo "== test suite against LibTorch 2.x (the torch wheel)"
   mapfile -t wheel < <(scripts/torch-wheel.sh)
   [ ${#wheel[@]} -eq 2 ] || { echo "test.sh: scripts/torch-wheel.sh failed" >&2; exit 1; }
