@@ -36,6 +36,40 @@ using State = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().sta
 static_assert(std::is_same<State::key_type, void*>::value, "");
 int main() { return 0; }]] CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER)
 
+# c10::Event::synchronize(), and the device guard's synchronizeEvent() behind it (2.x); 1.13 has
+# only query().
+check_cxx_source_compiles([[
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+void wait(const c10::Event& event) { event.synchronize(); }
+auto hook = &c10::impl::DeviceGuardImplInterface::synchronizeEvent;
+int main() { return 0; }]] CKPT_TORCH_EVENT_HAS_SYNCHRONIZE)
+
+# c10::Allocator::allocate() is const in 1.13, not in 2.x, where copy_data() is also to be defined
+# (a device allocator in the tests implements both).
+check_cxx_source_compiles([[
+#include <c10/core/Allocator.h>
+#include <type_traits>
+static_assert(std::is_same<decltype(&c10::Allocator::allocate),
+                           c10::DataPtr (c10::Allocator::*)(size_t) const>::value, "");
+int main() { return 0; }]] CKPT_TORCH_ALLOCATE_IS_CONST)
+check_cxx_source_compiles([[
+#include <c10/core/Allocator.h>
+void (c10::Allocator::*copy)(void*, const void*, std::size_t) const = &c10::Allocator::copy_data;
+int main() { return 0; }]] CKPT_TORCH_ALLOCATOR_HAS_COPY_DATA)
+
+# A PrivateUse1 device can name itself and register hooks (2.x), which the autograd engine asks
+# for its streams once it takes PrivateUse1 for the accelerator; 1.13 has neither. Only the test
+# device (tests/device/) uses it: tests/CMakeLists.txt defines it for that one source.
+check_cxx_source_compiles([[
+#include <ATen/detail/PrivateUse1HooksInterface.h>
+#include <c10/core/DeviceType.h>
+void f() {
+  c10::register_privateuse1_backend("privateuseone");
+  at::RegisterPrivateUse1HooksInterface(nullptr);
+}
+int main() { return 0; }]] CKPT_TORCH_PRIVATEUSE1_HOOKS)
+
 # c10d::ProcessGroupGloo is a c10d::Backend that a c10d::ProcessGroup dispatches to (2.x), not a
 # ProcessGroup itself (1.13). Needs Gloo's headers (Debian's libgloo-dev; the wheels ship none).
 find_path(CKPT_GLOO_INCLUDE_DIR gloo/config.h)
@@ -86,7 +120,9 @@ int main() { spdlog::info("{}", 1); return 0; }]] CKPT_SPDLOG_FMT_FIRST_COMPILES
   message(STATUS "spdlog's fmt (${CKPT_FMT_INCLUDE_DIR}) comes before LibTorch's")
 endif()
 
-foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER CKPT_TORCH_GLOO_IS_BACKEND)
+foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER CKPT_TORCH_GLOO_IS_BACKEND
+              CKPT_TORCH_EVENT_HAS_SYNCHRONIZE CKPT_TORCH_ALLOCATE_IS_CONST
+              CKPT_TORCH_ALLOCATOR_HAS_COPY_DATA)
   if(${probe})
     target_compile_definitions(ckpt_torch_compat INTERFACE ${probe}=1)
   endif()

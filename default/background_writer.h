@@ -6,6 +6,8 @@
 #include <ckpt/checkpoint.h>
 #include <ckpt/checkpoint_names.h>
 
+#include <ATen/core/Tensor.h>
+#include <c10/core/Event.h>
 #include <c10/core/Storage.h>
 
 #include <condition_variable>
@@ -42,14 +44,23 @@ class Stager {
     Checkpoint checkpoint;
     std::vector<Copy> deferred;
     std::vector<c10::Storage> sources;
+    /// One per device with tensors in the checkpoint: recorded on its current stream after the
+    /// copies of its storages into the staging memory, which run there asynchronously. Those
+    /// bytes are there once every event has completed (wait_for_devices).
+    std::vector<c10::Event> device_copies;
   };
 
   /// Builds the snapshot of `checkpoint` and copies its tensors. With `defer`, copies only those of
   /// `registered_state` (user objects, which may change them at any time) and leaves the rest,
-  /// which the trainer keeps unchanged until wait_staged(), in `deferred`.
+  /// which the trainer keeps unchanged until wait_staged(), in `deferred`. Device tensors' copies
+  /// are issued on their devices' current streams either way (device_copies): without `defer`,
+  /// snapshot() waits for them; with it, the writer's thread does. The staging memory is pinned
+  /// when a storage is on CUDA, so those copies run asynchronously; pageable otherwise.
   Snapshot snapshot(const Checkpoint& checkpoint, bool defer);
   /// Runs copies, in chunks, on LibTorch's intra-op threads.
   static void copy(const std::vector<Copy>& copies);
+  /// Waits until the device copies of `snapshot` have completed, then forgets them.
+  static void wait_for_devices(Snapshot& snapshot);
   /// Bytes of staging memory: the largest checkpoint so far (each storage aligned to 64 bytes).
   uint64_t capacity() const noexcept { return capacity_; }
 
@@ -63,7 +74,10 @@ class Stager {
   void plan(const c10::IValue& value, bool now, uint64_t& needed);
   c10::IValue copy_of(const c10::IValue& value);
 
+  void allocate(uint64_t needed, bool pinned);
   std::unique_ptr<char, void (*)(void*)> staging_{nullptr, &std::free};
+  at::Tensor pinned_;  // the staging memory instead, page-locked, when a CUDA state needs it
+  char* base_ = nullptr;
   uint64_t capacity_ = 0;
   std::unordered_map<c10::StorageImpl*, Staged> storages_;
 };

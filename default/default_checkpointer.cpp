@@ -4,6 +4,7 @@
 #include <ckpt/default_checkpointer.h>
 
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/device.h>
 #include <ckpt/logger.h>
 #include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
@@ -70,6 +71,7 @@ DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
     : args_(std::move(args)), storage_(std::move(storage)) {
   if (!storage_) storage_ = storage_by_location(args_.s3_options());
   args_.validate(*storage_);
+  map_location_ = existing_device(args_.map_location, "invalid map_location");
   policies_ = std::make_unique<Policies>(args_, *storage_);
   const auto& names = policies_->names;
   std::vector<std::filesystem::path> dirs{args_.save_dir};
@@ -301,7 +303,7 @@ Checkpoint DefaultCheckpointer::load() {
   Checkpoint checkpoint;
   const auto start = Clock::now();
   const auto path = choose([&](const std::filesystem::path& candidate) {
-    checkpoint = load_checkpoint_file(candidate, *storage_);
+    checkpoint = load_checkpoint_file(candidate, *storage_, map_location_);
   });
   if (path.empty()) return {};
   loaded_path_ = path;

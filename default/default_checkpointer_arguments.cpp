@@ -1,6 +1,7 @@
 #include <ckpt/default_checkpointer_arguments.h>
 
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/device.h>
 #include <ckpt/logger.h>
 
 #include "file_names.h"
@@ -46,6 +47,9 @@ const Option kOptions[] = {
      "unset: start fresh"},
     {"load_filename", &Args::load_filename,
      "file inside load_dir to resume from instead of the newest; must exist"},
+    {"map_location", &Args::map_location,
+     "device load() puts the tensors on, whatever device they were saved from: cpu, cuda, "
+     "cuda:1, ...; must exist here"},
     {"file_prefix", &Args::file_prefix, "file name prefix"},
     {"file_ext", &Args::file_ext, "file extension, without the dot"},
     {"model_format", &Args::model_format,
@@ -227,6 +231,7 @@ void DefaultCheckpointerArguments::validate(Storage& storage) const {
   if (period < 1) {
     throw CheckpointError("invalid period " + std::to_string(period) + ": must be >= 1");
   }
+  existing_device(map_location, "invalid map_location '" + map_location + "'");
   if (file_prefix.empty()) throw CheckpointError("invalid file_prefix '': must not be empty");
   if (file_prefix.find('/') != std::string::npos) {
     throw CheckpointError("invalid file_prefix '" + file_prefix + "': must not contain '/'");

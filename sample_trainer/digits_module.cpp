@@ -113,13 +113,19 @@ DigitsModule::DigitsModule(DigitsData data, DigitsModuleOptions options)
       split_(split_digits(data_.labels.size(0), options.split_seed)),
       net_(make_digits_mlp(options)) {}
 
+void DigitsModule::to(c10::Device device) {
+  net_->to(device);
+  data_.images = data_.images.to(device);
+  data_.labels = data_.labels.to(device);
+}
+
 Batch DigitsModule::get_train_batch(const at::Tensor& indices) const {
-  const at::Tensor rows = split_.train_indices.index_select(0, indices);
+  const at::Tensor rows = split_.train_indices.index_select(0, indices).to(data_.images.device());
   return {data_.images.index_select(0, rows), data_.labels.index_select(0, rows)};
 }
 
 Batch DigitsModule::get_val_batch(const at::Tensor& indices) const {
-  const at::Tensor rows = split_.val_indices.index_select(0, indices);
+  const at::Tensor rows = split_.val_indices.index_select(0, indices).to(data_.images.device());
   return {data_.images.index_select(0, rows), data_.labels.index_select(0, rows)};
 }
 

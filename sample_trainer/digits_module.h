@@ -75,6 +75,9 @@ class DigitsModule final : public ModuleInterface {
   int64_t val_size() const override { return split_.val_indices.size(0); }
   Batch get_val_batch(const at::Tensor& indices) const override;
 
+  /// Moves the network and the examples: batches are cut on `device`.
+  void to(c10::Device device) override;
+
   at::Tensor train_step(const Batch& batch) override;
   ValOutput val_step(const Batch& batch) override;
 

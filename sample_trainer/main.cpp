@@ -12,6 +12,7 @@
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/default_checkpointer.h>
+#include <ckpt/device.h>
 #include <ckpt/distributed_checkpointer.h>
 
 #include <ATen/Context.h>
@@ -249,6 +250,12 @@ int main(int argc, char** argv) {
       dist.validate();
     } catch (const std::invalid_argument& e) {
       throw UsageError(with_flag(e.what(), "dist", file_options));
+    }
+    if (dist.distributed() && ckpt::existing_device(args.device) != c10::Device(c10::kCPU)) {
+      // Gloo could reduce CUDA tensors, but that path is not built or tested here.
+      throw UsageError("invalid device '" + args.device + "': the data-parallel backend " +
+                       "averages gradients over Gloo on the CPU; use cpu with --dist " +
+                       "(--trainer.device)");
     }
     try {
       digits = load_digits(data_path);

@@ -11,4 +11,11 @@ void ModuleInterface::update_state(const ckpt::StateDict& state) {
   ckpt::load_module_state(model(), state, /*strict=*/true);
 }
 
+void ModuleInterface::to(c10::Device device) { model().to(device); }
+
+c10::Device ModuleInterface::device() const {
+  const auto parameters = model().parameters();
+  return parameters.empty() ? c10::Device(c10::kCPU) : parameters.front().device();
+}
+
 }  // namespace sample_trainer

@@ -5,6 +5,7 @@
 #include <ckpt/state_dict.h>
 
 #include <ATen/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <memory>
@@ -86,6 +87,13 @@ class ModuleInterface {
   virtual at::Tensor train_step(const Batch& batch) = 0;
   /// Forward pass on a validation batch, called in eval mode without gradients.
   virtual ValOutput val_step(const Batch& batch) = 0;
+
+  /// Moves model() and the data the batches come from to `device` (the trainer does, once,
+  /// before it builds optimizers or loads a checkpoint); get_*_batch then return tensors there.
+  /// The default moves model() only.
+  virtual void to(c10::Device device);
+  /// Where model() is: the CPU until to() moves it.
+  virtual c10::Device device() const;
 
   /// Builds fresh optimizers over model()'s parameters, and their schedulers. Called once by the
   /// trainer after update_state, and again when a resumed run resets them.

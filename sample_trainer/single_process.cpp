@@ -2,6 +2,7 @@
 
 #include <ckpt/checkpoint_error.h>
 
+#include <ATen/Context.h>
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <spdlog/spdlog.h>
@@ -61,6 +62,12 @@ void set_cpu_rng_state(const c10::IValue& rng, const std::string& key) {
   } catch (const c10::Error& e) {
     bad(key, std::string("is not a CPU generator state: ") + e.what_without_backtrace());
   }
+}
+
+// A CUDA device's generator (its dropout masks): saved next to the CPU's, so that a run on CUDA
+// resumes exactly. Other devices in this sample draw from the CPU generator or have none.
+at::Generator cuda_generator(c10::Device device) {
+  return at::globalContext().defaultGenerator(device);
 }
 
 ValResult validate_module(ModuleInterface& module, int64_t batch_size) {
@@ -160,6 +167,11 @@ ckpt::StateDict SingleProcess::get_state() const {
   state.insert_or_assign("global_step_completed", global_step_completed_);
   state.insert_or_assign("batches_completed", batches_completed_);
   state.insert_or_assign("rng_state", cpu_rng_state());
+  if (args_.module && args_.module->device().is_cuda()) {
+    at::Generator generator = cuda_generator(args_.module->device());
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    state.insert_or_assign("cuda_rng_state", generator.get_state());
+  }
   state.insert_or_assign("shuffle_seed", static_cast<int64_t>(args_.seed));
   state.insert_or_assign("epoch_in_progress", epoch_in_progress_);
   state.insert_or_assign("batch_in_epoch", batch_in_epoch_);
@@ -205,6 +217,18 @@ void SingleProcess::update_state(const ckpt::StateDict& state) {
   }
   if (!state.contains("rng_state")) bad("rng_state", "is missing");
   set_cpu_rng_state(state.at("rng_state"), "rng_state");  // checks, then sets
+  if (state.contains("cuda_rng_state") && args_.module && args_.module->device().is_cuda()) {
+    const c10::IValue& rng = state.at("cuda_rng_state");
+    if (!rng.isTensor()) bad("cuda_rng_state", "must be a tensor");
+    at::Generator generator = cuda_generator(args_.module->device());
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    try {
+      generator.set_state(rng.toTensor().cpu().contiguous());
+    } catch (const c10::Error& e) {
+      bad("cuda_rng_state", std::string("is not a CUDA generator state: ") +
+                                e.what_without_backtrace());
+    }
+  }
   if (static_cast<uint64_t>(shuffle_seed) != args_.seed) {
     spdlog::warn("resuming with the checkpoint's data-order seed {} instead of --trainer.seed {}",
                  shuffle_seed, args_.seed);

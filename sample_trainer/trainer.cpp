@@ -1,6 +1,7 @@
 #include <sample_trainer/trainer.h>
 
 #include <ckpt/checkpoint_error.h>
+#include <ckpt/device.h>
 #include <ckpt/optimizer_state.h>
 #include <ckpt/trainer_state.h>
 
@@ -105,6 +106,7 @@ ckpt::StateDict trainer_options_state(const TrainerArguments& args, const std::s
   state.insert_or_assign(p + "batch_size", args.batch_size);
   state.insert_or_assign(p + "lr", args.lr);
   state.insert_or_assign(p + "reset_optimizers_schedulers", args.reset_optimizers_schedulers);
+  state.insert_or_assign(p + "device", args.device);
   return state;
 }
 
@@ -123,6 +125,11 @@ void TrainerArguments::validate() const {
     std::ostringstream message;
     message << "invalid lr " << lr << ": must be > 0";
     throw std::invalid_argument(message.str());
+  }
+  try {
+    ckpt::existing_device(device, "invalid device '" + device + "'");
+  } catch (const ckpt::CheckpointError& e) {
+    throw std::invalid_argument(e.what());
   }
 }
 
@@ -144,7 +151,9 @@ po::options_description trainer_options(TrainerArguments& args, const std::strin
       po::value<bool>(&args.reset_optimizers_schedulers)
           ->default_value(defaults.reset_optimizers_schedulers,
                          defaults.reset_optimizers_schedulers ? "true" : "false"),
-      "on resume, start fresh optimizers and schedulers instead of loading theirs");
+      "on resume, start fresh optimizers and schedulers instead of loading theirs")(
+      (p + "device").c_str(), po::value<std::string>(&args.device)->default_value(defaults.device),
+      "where the model, optimizer state and batches live: cpu, cuda, cuda:1, ...");
   return desc;
 }
 
@@ -154,6 +163,7 @@ Trainer::Trainer(std::shared_ptr<TrainerBackend> backend, std::shared_ptr<Module
   args_.validate();
   if (!backend_) throw std::invalid_argument("Trainer: no backend");
   if (!module_) throw std::invalid_argument("Trainer: no module");
+  module_->to(ckpt::existing_device(args_.device));
   checkpointer_ = checkpointer
                       ? std::move(checkpointer)
                       : std::make_shared<ckpt::DefaultCheckpointer>(args_.checkpointer_args);

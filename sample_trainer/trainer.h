@@ -41,6 +41,10 @@ struct TrainerArguments {
   /// On resume, build fresh optimizers and schedulers for the remaining epochs instead of loading
   /// their checkpointed state. Default: false.
   bool reset_optimizers_schedulers = false;
+  /// Where the model, its optimizer state and the batches live: "cpu", "cuda", "cuda:1", or any
+  /// device LibTorch has registered. It must exist. A checkpoint written on one device resumes on
+  /// another. Default: "cpu".
+  std::string device = "cpu";
   /// The DefaultCheckpointer's options, used when the trainer is given no checkpointer.
   ckpt::DefaultCheckpointerArguments checkpointer_args;
 

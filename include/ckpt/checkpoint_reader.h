@@ -4,6 +4,7 @@
 #include <ckpt/storage.h>
 
 #include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -60,14 +61,17 @@ class CheckpointReader {
   /// `meta` device of the same dtype, shape and strides: shapes and sizes without reading any
   /// tensor's bytes. Throws CheckpointError naming the key and what is there if it is absent.
   c10::IValue outline(const std::string& key = "") const;
-  /// The value at `key` (empty: the whole value), its tensors on the CPU, reading only the
-  /// records they use and checked as `verification` says. Throws CheckpointError naming the
-  /// file and the damaged record, or the key (and what is there) if it is absent.
+  /// The value at `key` (empty: the whole value), its tensors on `map_location` (the CPU by
+  /// default; see load_ivalue_file), reading only the records they use and checked as
+  /// `verification` says. Throws CheckpointError naming the file and the damaged record, or the
+  /// key (and what is there) if it is absent, or the device if it does not exist.
   c10::IValue load(const std::string& key = "",
-                   Verification verification = Verification::records_read) const;
+                   Verification verification = Verification::records_read,
+                   c10::Device map_location = c10::Device(c10::kCPU)) const;
   /// load(), requiring a dict with string keys at `key`.
   StateDict load_state(const std::string& key = "",
-                       Verification verification = Verification::records_read) const;
+                       Verification verification = Verification::records_read,
+                       c10::Device map_location = c10::Device(c10::kCPU)) const;
   /// Bytes of the file read (or, when mapped, asked for) so far, the directory and data.pkl
   /// included: what a partial load saves. Each byte counts once, however often it is read, so
   /// this never exceeds file_size().

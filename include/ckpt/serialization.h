@@ -5,6 +5,7 @@
 #include <ckpt/storage.h>
 
 #include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -41,8 +42,15 @@ std::string temporary_target(const std::string& filename);
 /// naming `path`. The file is verified first (see verify_file). Tensors are CPU tensors that share
 /// one buffer holding the file's bytes (no copy per tensor); the buffer is freed when the last of
 /// them is. Reads go through `storage`.
+///
+/// `map_location`, as torch.load's given a device: the device the tensors are put on, whatever
+/// device the file says they were saved from (Python GPU runs write "cuda:0"). The CPU by
+/// default; any other device must exist here (a CheckpointError names it before anything is
+/// read), and each storage is copied onto it once from the mapped file, so views keep sharing.
 c10::IValue load_ivalue_file(const std::filesystem::path& path,
-                             Storage& storage = *Storage::by_location());
+                             Storage& storage = *Storage::by_location(),
+                             c10::Device map_location = c10::Device(c10::kCPU));
+c10::IValue load_ivalue_file(const std::filesystem::path& path, c10::Device map_location);
 
 /// Checks that `path` is an intact file ckpt can read, without unpickling it: the whole-file
 /// CRC-32 that ckpt writes into every file (or, for files written by Python, every record's zip
@@ -66,7 +74,10 @@ uint64_t save_state_file(const StateDict& state, const std::filesystem::path& pa
                          Storage& storage = *Storage::by_location());
 /// load_ivalue_file, requiring a dict with string keys at the top (Python's `OrderedDict` from
 /// `model.state_dict()` is accepted; its `_metadata` attribute is dropped).
-StateDict load_state_file(const std::filesystem::path& path, Storage& storage = *Storage::by_location());
+StateDict load_state_file(const std::filesystem::path& path,
+                          Storage& storage = *Storage::by_location(),
+                          c10::Device map_location = c10::Device(c10::kCPU));
+StateDict load_state_file(const std::filesystem::path& path, c10::Device map_location);
 
 /// The dict save_checkpoint_file writes for `checkpoint`: PyMarlin's three keys, then
 /// `registered_state`, `hyperparameters` and `ckpt_metadata` for those parts that are not empty.
@@ -81,8 +92,10 @@ Checkpoint checkpoint_from_state(const StateDict& state, const std::string& what
 uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesystem::path& path,
                               Storage& storage = *Storage::by_location());
 /// Reads PyMarlin's layout and ckpt's optional keys. A missing key or a None value gives an empty
-/// state; any other key is an error naming it.
+/// state; any other key is an error naming it. `map_location` as for load_ivalue_file.
 Checkpoint load_checkpoint_file(const std::filesystem::path& path,
-                                Storage& storage = *Storage::by_location());
+                                Storage& storage = *Storage::by_location(),
+                                c10::Device map_location = c10::Device(c10::kCPU));
+Checkpoint load_checkpoint_file(const std::filesystem::path& path, c10::Device map_location);
 
 }  // namespace ckpt

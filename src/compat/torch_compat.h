@@ -7,9 +7,11 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
+#include <c10/core/Event.h>
 #include <c10/util/intrusive_ptr.h>
 
 #include <string>
+#include <thread>
 
 namespace c10d {
 class ProcessGroup;
@@ -48,4 +50,22 @@ c10::intrusive_ptr<Group> gloo_process_group(const c10::intrusive_ptr<Store>& st
 #endif
 }
 
+/// Waits until `event` has completed on its device: c10::Event::synchronize(), or, in 1.13, which
+/// lacks it, query() until it says so, yielding the CPU between polls.
+inline void synchronize(const c10::Event& event) {
+#if CKPT_TORCH_EVENT_HAS_SYNCHRONIZE
+  event.synchronize();
+#else
+  while (!event.query()) std::this_thread::yield();
+#endif
+}
+
 }  // namespace ckpt::compat
+
+/// `const` where c10::Allocator::allocate() is (1.13), nothing where it is not (2.x): for
+/// allocators that override it, `c10::DataPtr allocate(size_t n) CKPT_ALLOCATE_CONST override`.
+#if CKPT_TORCH_ALLOCATE_IS_CONST
+#define CKPT_ALLOCATE_CONST const
+#else
+#define CKPT_ALLOCATE_CONST
+#endif

@@ -3,6 +3,7 @@
 #include <ckpt/checkpoint_error.h>
 
 #include "format/archive.h"
+#include "format/device_copies.h"
 #include "format/byte_source.h"
 
 #include <cerrno>
@@ -119,16 +120,23 @@ c10::IValue CheckpointReader::outline(const std::string& key) const {
   return impl_->archive->outline(key);
 }
 
-c10::IValue CheckpointReader::load(const std::string& key, Verification verification) const {
+c10::IValue CheckpointReader::load(const std::string& key, Verification verification,
+                                   c10::Device map_location) const {
+  detail::check_device_exists(map_location, "cannot load " + path_.string() + " onto " +
+                                                map_location.str());
+  c10::IValue value;
   if (verification == Verification::whole_file) {
     std::call_once(impl_->verified, [&] { impl_->archive->zip().verify(); });
-    return impl_->archive->load(key, /*check_records=*/false);
+    value = impl_->archive->load(key, /*check_records=*/false);
+  } else {
+    value = impl_->archive->load(key, /*check_records=*/true);
   }
-  return impl_->archive->load(key, /*check_records=*/true);
+  return map_location.is_cpu() ? value : detail::to_device(value, map_location);
 }
 
-StateDict CheckpointReader::load_state(const std::string& key, Verification verification) const {
-  return StateDict::from_ivalue(load(key, verification),
+StateDict CheckpointReader::load_state(const std::string& key, Verification verification,
+                                       c10::Device map_location) const {
+  return StateDict::from_ivalue(load(key, verification, map_location),
                                 path_.string() + (key.empty() ? "" : " at key " + key));
 }
 

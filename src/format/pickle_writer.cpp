@@ -1,5 +1,7 @@
 #include "format/pickle_writer.h"
 
+#include "format/device_copies.h"
+
 #include <ckpt/checkpoint_error.h>
 
 #include <ATen/ATen.h>
@@ -129,9 +131,8 @@ void PickleWriter::push_tensor(const at::Tensor& tensor, const std::string& wher
   if (tensor.layout() != c10::kStrided || tensor.is_quantized()) {
     throw CheckpointError("cannot save '" + where + "': only dense tensors are supported");
   }
-  if (!tensor.device().is_cpu()) {
-    throw CheckpointError("cannot save '" + where + "': tensor is on " + tensor.device().str() +
-                          "; move it to the CPU first");
+  if (tensor.device().is_meta()) {
+    throw CheckpointError("cannot save '" + where + "': tensor is on the meta device (no data)");
   }
   const std::string type_name = storage_type_name(tensor.scalar_type());
   if (type_name.empty()) {
@@ -156,7 +157,7 @@ void PickleWriter::push_tensor(const at::Tensor& tensor, const std::string& wher
     push_string("storage");
     push_global("torch", type_name.c_str());
     push_string(std::to_string(storages_.size()));
-    push_string("cpu");
+    push_string(storage_location(storage));  // as torch.save: "cpu", "cuda:0", ...
     push_int(static_cast<int64_t>(storage.nbytes() / tensor.element_size()));
     op(kTuple);
     op(kBinPersId);

@@ -6,6 +6,7 @@
 #include "format/archive.h"
 #include "storage/atomic_file.h"
 #include "format/byte_source.h"
+#include "format/device_copies.h"
 #include "format/pickle_writer.h"
 #include "storage/temporary_name.h"
 #include "format/zip.h"
@@ -54,9 +55,13 @@ uint64_t save_ivalue_file(const c10::IValue& value, const std::filesystem::path&
                         path.stem().string().empty() ? "archive" : path.stem().string());
   zip.write_record("data.pkl", pickle.data(), pickle.size());
   const auto& storages = pickler.storages();
+  std::vector<char> device_piece;  // device storages reach the host through it, a piece at a time
   for (std::size_t i = 0; i < storages.size(); ++i) {
     const c10::Storage& tensor_storage = storages[i].storage();
-    zip.write_record("data/" + std::to_string(i), tensor_storage.data(), tensor_storage.nbytes());
+    zip.write_record("data/" + std::to_string(i), tensor_storage.nbytes(),
+                     [&](const detail::ZipWriter::Sink& piece) {
+                       detail::for_each_host_piece(tensor_storage, device_piece, piece);
+                     });
   }
   // The record PyTorch's reader requires (its container version), then ours.
   zip.write_record("version", kTorchContainerVersion, std::strlen(kTorchContainerVersion));
@@ -116,8 +121,16 @@ std::string temporary_target(const std::string& filename) {
   return detail::temp_target_name(filename);
 }
 
-c10::IValue load_ivalue_file(const std::filesystem::path& path, Storage& storage) {
-  return open_verified(path, storage).load(/*check_records=*/false);
+c10::IValue load_ivalue_file(const std::filesystem::path& path, Storage& storage,
+                             c10::Device map_location) {
+  detail::check_device_exists(map_location, "cannot load " + path.string() + " onto " +
+                                                map_location.str());
+  c10::IValue value = open_verified(path, storage).load(/*check_records=*/false);
+  return map_location.is_cpu() ? value : detail::to_device(value, map_location);
+}
+
+c10::IValue load_ivalue_file(const std::filesystem::path& path, c10::Device map_location) {
+  return load_ivalue_file(path, *Storage::by_location(), map_location);
 }
 
 uint64_t save_state_file(const StateDict& state, const std::filesystem::path& path,
@@ -125,8 +138,13 @@ uint64_t save_state_file(const StateDict& state, const std::filesystem::path& pa
   return save_ivalue_file(state.to_ivalue(), path, storage);
 }
 
-StateDict load_state_file(const std::filesystem::path& path, Storage& storage) {
-  return StateDict::from_ivalue(load_ivalue_file(path, storage), path.string());
+StateDict load_state_file(const std::filesystem::path& path, Storage& storage,
+                          c10::Device map_location) {
+  return StateDict::from_ivalue(load_ivalue_file(path, storage, map_location), path.string());
+}
+
+StateDict load_state_file(const std::filesystem::path& path, c10::Device map_location) {
+  return load_state_file(path, *Storage::by_location(), map_location);
 }
 
 StateDict checkpoint_to_state(const Checkpoint& checkpoint) {
@@ -163,8 +181,13 @@ uint64_t save_checkpoint_file(const Checkpoint& checkpoint, const std::filesyste
   return save_state_file(checkpoint_to_state(checkpoint), path, storage);
 }
 
-Checkpoint load_checkpoint_file(const std::filesystem::path& path, Storage& storage) {
-  return checkpoint_from_state(load_state_file(path, storage), path.string());
+Checkpoint load_checkpoint_file(const std::filesystem::path& path, Storage& storage,
+                                c10::Device map_location) {
+  return checkpoint_from_state(load_state_file(path, storage, map_location), path.string());
+}
+
+Checkpoint load_checkpoint_file(const std::filesystem::path& path, c10::Device map_location) {
+  return load_checkpoint_file(path, *Storage::by_location(), map_location);
 }
 
 }  // namespace ckpt

@@ -64,21 +64,28 @@ void ZipWriter::emit(const void* data, std::size_t size) {
 }
 
 void ZipWriter::emit_data(const void* data, std::size_t size, uint32_t& record_crc) {
-  // Chunked so each chunk's CRC is computed while it is still in cache; the file's running CRC
-  // is combined from the record's (no second pass over the bytes).
+  // Chunked so each chunk's CRC is computed while it is still in cache; the record's and the
+  // file's running CRCs are combined from this piece's (no second pass over the bytes; a record
+  // may come in several pieces).
   const char* p = static_cast<const char*>(data);
+  uint32_t piece_crc = 0;
   for (std::size_t done = 0; done < size;) {
     const std::size_t n = std::min(kChunk, size - done);
-    record_crc = crc32(record_crc, p + done, n);
+    piece_crc = crc32(piece_crc, p + done, n);
     sink_(p + done, n);
     done += n;
   }
-  file_crc_ =
-      static_cast<uint32_t>(::crc32_combine(file_crc_, record_crc, static_cast<z_off_t>(size)));
+  const auto length = static_cast<z_off_t>(size);
+  record_crc = static_cast<uint32_t>(::crc32_combine(record_crc, piece_crc, length));
+  file_crc_ = static_cast<uint32_t>(::crc32_combine(file_crc_, piece_crc, length));
   offset_ += size;
 }
 
 void ZipWriter::write_record(const std::string& name, const void* data, std::size_t size) {
+  write_record(name, size, [&](const Sink& piece) { piece(data, size); });
+}
+
+void ZipWriter::write_record(const std::string& name, std::size_t size, const Pieces& produce) {
   if (finished_) throw CheckpointError("zip writer: record '" + name + "' after finish()");
   const std::string full_name = prefix_ + name;
   const bool zip64 = size >= k32Max;
@@ -111,7 +118,15 @@ void ZipWriter::write_record(const std::string& name, const void* data, std::siz
   emit(header.data(), header.size());
 
   uint32_t record_crc = 0;
-  emit_data(data, size, record_crc);
+  std::size_t produced = 0;
+  produce([&](const void* data, std::size_t piece) {
+    emit_data(data, piece, record_crc);
+    produced += piece;
+  });
+  if (produced != size) {
+    throw CheckpointError("zip writer: record '" + name + "' has " + std::to_string(produced) +
+                          " bytes, announced " + std::to_string(size));
+  }
 
   std::string descriptor;
   put32(descriptor, kDataDescriptorSig);

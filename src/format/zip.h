@@ -30,6 +30,11 @@ class ZipWriter {
   explicit ZipWriter(Sink sink, std::string archive_name = "archive");
 
   void write_record(const std::string& name, const void* data, std::size_t size);
+  /// A record of `size` bytes that `produce` hands over in pieces, through the function it is
+  /// given (for bytes that are not in host memory all at once: a device tensor's, copied to the
+  /// host a piece at a time). Throws if the pieces do not add up to `size`.
+  using Pieces = std::function<void(const Sink& piece)>;
+  void write_record(const std::string& name, std::size_t size, const Pieces& produce);
   void finish();
   uint64_t bytes_written() const noexcept { return offset_; }
 

@@ -170,6 +170,7 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   double last_seen_seconds_ = 0;  // train_seconds of the latest step_due call
   double last_save_seconds_ = 0;  // train_seconds at the latest write
   std::optional<std::filesystem::path> loaded_path_;  // what the latest load() restored
+  c10::Device map_location_ = c10::Device(c10::kCPU);  // args_.map_location, parsed
   // Names, verification cache, retention, pre-flight, best pool, latest pointer (default/).
   std::unique_ptr<Policies> policies_;
   std::unique_ptr<detail::BackgroundWriter> background_;  // last: its thread uses the above

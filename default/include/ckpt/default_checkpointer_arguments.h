@@ -36,6 +36,10 @@ struct DefaultCheckpointerArguments {
   std::optional<std::filesystem::path> load_dir;
   /// A file name inside `load_dir` to load instead of the newest checkpoint. Default: unset.
   std::optional<std::string> load_filename;
+  /// The device load() puts the tensors on, as torch.load's map_location given a device:
+  /// "cpu", "cuda", "cuda:1", ... whatever device the file says they were saved from. It must
+  /// exist in this process. Default: "cpu".
+  std::string map_location = "cpu";
   /// First part of every file name. Default: "model".
   std::string file_prefix = "model";
   /// File extension, without the dot. Default: "pt".
