@@ -128,6 +128,31 @@ foreach(probe CKPT_TORCH_OPTIMIZER_STATE_KEYED_BY_POINTER CKPT_TORCH_GLOO_IS_BAC
   endif()
 endforeach()
 
+# Gloo (ProcessGroupGloo's transport): Debian's LibTorch links Debian's libgloo, while the torch
+# wheel builds its own Gloo into libtorch_cpu and exports its symbols. A program that links
+# Debian's libgloo beside the wheel interposes that second Gloo on the wheel's ProcessGroupGloo:
+# seen here, ranks deadlocked inside free() on a corrupted heap. ckpt_gloo gives Gloo's headers
+# (Debian's libgloo-dev; the wheels ship none) and links Debian's library only when LibTorch does
+# not carry its own. For the sample trainer and the tests; never installed or exported.
+add_library(ckpt_gloo INTERFACE)
+find_library(CKPT_GLOO_LIBRARY gloo)
+if(CKPT_GLOO_INCLUDE_DIR AND NOT CKPT_GLOO_INCLUDE_DIR STREQUAL "/usr/include")
+  target_include_directories(ckpt_gloo SYSTEM INTERFACE ${CKPT_GLOO_INCLUDE_DIR})
+endif()
+get_filename_component(ckpt_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
+set(ckpt_torch_cpu "${ckpt_torch_lib_dir}/libtorch_cpu.so")
+if(NOT EXISTS "${ckpt_torch_cpu}")
+  set(ckpt_torch_cpu "${TORCH_LIBRARY}")
+endif()
+execute_process(COMMAND nm -D --defined-only "${ckpt_torch_cpu}"
+                COMMAND grep -c "_ZN4gloo9transport3tcp12CreateDevice"
+                OUTPUT_VARIABLE ckpt_torch_gloo_symbols OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+if(ckpt_torch_gloo_symbols GREATER 0)
+  message(STATUS "${ckpt_torch_cpu} carries its own Gloo: Debian's libgloo is not linked")
+elseif(CKPT_GLOO_LIBRARY)
+  target_link_libraries(ckpt_gloo INTERFACE ${CKPT_GLOO_LIBRARY})
+endif()
+
 # The torch wheel's libtorch.so exports its own copies of libstdc++'s std::filesystem functions
 # (built with a newer GCC). Listed before libstdc++ in a program's needed libraries, they interpose
 # Debian 12's, and call into parts of libstdc++ that GCC 12's lacks: every std::filesystem::

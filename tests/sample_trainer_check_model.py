@@ -56,7 +56,10 @@ def main():
         adam.load_state_dict(trainer_state["optimizers"][0])
         scheduler = torch.optim.lr_scheduler.StepLR(adam, step_size=1)
         scheduler.load_state_dict(trainer_state["schedulers"][0])
-        assert set(scheduler.state_dict()) == set(trainer_state["schedulers"][0])
+        # ckpt writes the keys torch 1.13's StepLR writes. torch 2.x dropped "verbose" and added
+        # "_is_initial" (False but inside the constructor, its class default): both load alike.
+        ours, python = set(trainer_state["schedulers"][0]), set(scheduler.state_dict())
+        assert ours - {"verbose"} <= python and python - ours <= {"_is_initial"}, (ours, python)
         assert scheduler.get_last_lr() == [g["lr"] for g in adam.param_groups], (
             scheduler.get_last_lr(), adam.param_groups)
         torch.set_rng_state(checkpoint["trainer_backend_state"]["rng_state"])

@@ -18,7 +18,7 @@ constexpr int kMaxDepth = 512;
 constexpr std::size_t kMaxTensorDims = 64;
 
 // The allowlisted globals.
-enum class Global { OrderedDict, RebuildTensorV2, RebuildParameter, Storage };
+enum class Global { OrderedDict, Counter, RebuildTensorV2, RebuildParameter, Storage };
 
 // One entry of the unpickler's stack or memo. Most are plain values; a few are objects that only
 // exist while unpickling (a mark, an allowlisted global, a storage, or a tuple containing those).
@@ -194,6 +194,9 @@ Item Reader::global(const std::string& module, const std::string& name) {
   item.kind = Item::Kind::Global;
   if (module == "collections" && name == "OrderedDict") {
     item.global = Global::OrderedDict;
+  } else if (module == "collections" && name == "Counter") {
+    // A dict subclass (MultiStepLR's milestones), on torch.load's weights_only allowlist.
+    item.global = Global::Counter;
   } else if (module == "torch._utils" && name == "_rebuild_tensor_v2") {
     item.global = Global::RebuildTensorV2;
   } else if (module == "torch._utils" && name == "_rebuild_parameter") {
@@ -203,7 +206,7 @@ Item Reader::global(const std::string& module, const std::string& name) {
     item.storage_type = *storage_type_from_name(name);
   } else {
     fail("global '" + module + "." + name +
-         "' is not allowed (ckpt loads only tensors, storages, OrderedDict and plain data)");
+         "' is not allowed (ckpt loads only tensors, storages, OrderedDict, Counter and plain data)");
   }
   return item;
 }
@@ -312,6 +315,16 @@ Item Reader::reduce(Item callable, Item args) {
     case Global::OrderedDict:
       if (!arguments.empty()) fail("OrderedDict() with arguments");
       return Item::of(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()));
+    case Global::Counter:
+      // Counter.__reduce__ gives (Counter, (dict(self),)): read as that plain dict.
+      if (arguments.empty()) {
+        return Item::of(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()));
+      }
+      if (arguments.size() != 1 || arguments[0].kind != Item::Kind::Value ||
+          !arguments[0].value.isGenericDict()) {
+        fail("Counter() expects one dict");
+      }
+      return Item::of(arguments[0].value);
     case Global::RebuildTensorV2:
       return Item::of(rebuild_tensor(arguments));
     case Global::RebuildParameter:
