@@ -9,6 +9,7 @@
 #include <ckpt/live_state.h>
 #include <ckpt/module_state.h>
 #include <ckpt/optimizer_state.h>
+#include <ckpt/safetensors.h>
 #include <ckpt/serialization.h>
 
 #include <torch/torch.h>
@@ -242,6 +243,27 @@ BOOST_AUTO_TEST_CASE(an_async_save_stages_on_the_stream_and_holds_the_values_at_
       BOOST_TEST(bytes.find("privateuseone:1") != std::string::npos);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(safetensors_export_from_the_device_reads_it_twice_and_equals_the_cpu_one) {
+  TempDir dir;
+  const StateDict host{{"weight", torch::arange(12, torch::kFloat32).reshape({3, 4})},
+                       {"bias", torch::arange(3, torch::kFloat64)},
+                       {"transposed", torch::arange(6, torch::kFloat32).reshape({2, 3}).t()}};
+  StateDict device;
+  for (const auto& [key, value] : host) {
+    device.insert_or_assign(key, value.toTensor().to(test_device(0)));
+  }
+  ckpt::save_safetensors_file(host, dir / "cpu.safetensors");
+  ckpt::test::reset_test_device_counters();
+  ckpt::save_safetensors_file(device, dir / "device.safetensors");
+  // The header carries the data's CRC-32 and comes first: once for it, once to write. (The
+  // transposed tensor is made contiguous on the device first.)
+  uint64_t bytes = 0;
+  for (const auto& [key, value] : host) bytes += value.toTensor().nbytes();
+  BOOST_TEST(test_device_counters().device_to_host_bytes == 2 * bytes);
+  BOOST_TEST(ckpt::test::read_text(dir / "device.safetensors") ==
+             ckpt::test::read_text(dir / "cpu.safetensors"));
 }
 
 BOOST_AUTO_TEST_CASE(in_place_loads_keep_each_live_tensor_on_its_device) {

@@ -86,11 +86,13 @@ at::Tensor byte_view(const c10::Storage& storage, uint64_t offset, uint64_t size
   return bytes;
 }
 
-void for_each_host_piece(const c10::Storage& storage, std::vector<char>& buffer,
-                         const std::function<void(const void*, std::size_t)>& sink) {
-  const std::size_t size = storage.nbytes();
+namespace {
+
+void host_pieces(const c10::Storage& storage, std::size_t offset, std::size_t size,
+                 std::vector<char>& buffer,
+                 const std::function<void(const void*, std::size_t)>& sink) {
   if (storage.device().is_cpu()) {
-    sink(storage.data(), size);
+    sink(static_cast<const char*>(storage.data()) + offset, size);
     return;
   }
   if (size == 0) return;
@@ -103,7 +105,7 @@ void for_each_host_piece(const c10::Storage& storage, std::vector<char>& buffer,
     const std::size_t piece = std::min(buffer.size(), size - done);
     at::Tensor host = at::from_blob(buffer.data(), {static_cast<int64_t>(piece)}, at::kByte);
     try {
-      host.copy_(byte_view(storage, done, piece));
+      host.copy_(byte_view(storage, offset + done, piece));
     } catch (const c10::Error& e) {
       throw CheckpointError("cannot copy " + std::to_string(piece) + " bytes from " +
                             storage.device().str() + " to the host: " +
@@ -112,6 +114,19 @@ void for_each_host_piece(const c10::Storage& storage, std::vector<char>& buffer,
     sink(buffer.data(), piece);
     done += piece;
   }
+}
+
+}  // namespace
+
+void for_each_host_piece(const c10::Storage& storage, std::vector<char>& buffer,
+                         const std::function<void(const void*, std::size_t)>& sink) {
+  host_pieces(storage, 0, storage.nbytes(), buffer, sink);
+}
+
+void for_each_host_piece(const at::Tensor& contiguous, std::vector<char>& buffer,
+                         const std::function<void(const void*, std::size_t)>& sink) {
+  host_pieces(contiguous.storage(), contiguous.storage_offset() * contiguous.element_size(),
+              contiguous.nbytes(), buffer, sink);
 }
 
 c10::IValue to_device(const c10::IValue& value, c10::Device device) {

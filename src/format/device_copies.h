@@ -25,6 +25,9 @@ inline constexpr std::size_t kDevicePieceBytes = 16 << 20;
 /// kDevicePieceBytes, and reused for every piece and every storage it is passed with).
 void for_each_host_piece(const c10::Storage& storage, std::vector<char>& buffer,
                          const std::function<void(const void*, std::size_t)>& sink);
+/// The same for the bytes of a contiguous tensor (its part of its storage).
+void for_each_host_piece(const at::Tensor& contiguous, std::vector<char>& buffer,
+                         const std::function<void(const void*, std::size_t)>& sink);
 
 /// A 1-D byte tensor over [offset, offset + size) of `storage`, on the storage's device: what
 /// copies to and from the device go through. No kernel runs to make it.

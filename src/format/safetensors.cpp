@@ -5,6 +5,7 @@
 
 #include "format/byte_source.h"
 #include "format/crc32.h"
+#include "format/device_copies.h"
 #include "storage/atomic_file.h"
 
 #include <ATen/ATen.h>
@@ -220,6 +221,7 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
   Json entries = Json::object();
   uint64_t offset = 0;
   uint32_t crc = 0;
+  std::vector<char> device_piece;  // device tensors reach the host through it, a piece at a time
   for (const auto& [name, value] : tensors) {
     if (name == kMetadataKey) {
       throw CheckpointError(
@@ -232,10 +234,10 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
                             path);
     }
     const at::Tensor& tensor = value.toTensor();
-    if (!tensor.defined() || !tensor.device().is_cpu() || tensor.layout() != at::kStrided) {
-      throw CheckpointError(
-          "cannot write " + path.string() + ": '" + name + "' is not a defined, dense CPU tensor",
-          path);
+    if (!tensor.defined() || tensor.device().is_meta() || tensor.layout() != at::kStrided) {
+      throw CheckpointError("cannot write " + path.string() + ": '" + name +
+                                "' is not a defined, dense tensor with data",
+                            path);
     }
     const char* dtype = dtype_name(tensor.scalar_type());
     if (dtype == nullptr) {
@@ -249,7 +251,12 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
     entries[name] = {{"dtype", dtype},
                      {"shape", tensor.sizes().vec()},
                      {"data_offsets", {offset, offset + bytes}}};
-    crc = detail::crc32(crc, contiguous.back().data_ptr(), bytes);
+    // The header, which comes first, carries the data's checksum: a device tensor is read for it
+    // here and again to write it (through one reused buffer both times).
+    detail::for_each_host_piece(contiguous.back(), device_piece,
+                                [&](const void* data, std::size_t size) {
+                                  crc = detail::crc32(crc, data, size);
+                                });
     offset += bytes;
   }
 
@@ -269,7 +276,11 @@ uint64_t save_safetensors_file(const StateDict& tensors, const std::filesystem::
   for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(text.size() >> (8 * i));
   file.write(length, sizeof length);
   file.write(text.data(), text.size());
-  for (const auto& tensor : contiguous) file.write(tensor.data_ptr(), tensor.nbytes());
+  for (const auto& tensor : contiguous) {
+    detail::for_each_host_piece(tensor, device_piece, [&](const void* data, std::size_t size) {
+      file.write(data, size);
+    });
+  }
   file.commit();
   return file.bytes_written();
 }

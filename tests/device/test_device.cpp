@@ -418,6 +418,11 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("_has_compatible_shallow_copy_type", boxed<&has_compatible_shallow_copy_type>());
 }
 
+// It returns a bool, nothing to differentiate: LibTorch 1.13 has no autograd fallthrough for it.
+TORCH_LIBRARY_IMPL(aten, AutogradPrivateUse1, m) {
+  m.impl("_has_compatible_shallow_copy_type", boxed<&has_compatible_shallow_copy_type>());
+}
+
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) { m.fallback(boxed<&cpu_fallback>()); }
 
 }  // namespace
