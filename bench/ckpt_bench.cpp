@@ -86,7 +86,7 @@ struct Options {
   // another mode (Python, a plain read) than when it was the same one, because of what that
   // process left in the guest's memory, so without them the cold A/A rows measure the order of the
   // modes. Measured: the log-ratio spread of back-to-back cold ckpt loads fell from 0.50 to 0.11.
-  // The price (README): a mode that fills a new buffer may reuse what its lead-in freed, which a
+  // The price (docs/performance.md): a mode that fills a new buffer may reuse what its lead-in freed, which a
   // process's first load cannot (ckpt's read-into-memory load: 0.47 s warm, 0.064 s cold).
   int cold_lead_ins = 1;
   fs::path dir = CKPT_BENCH_DEFAULT_DIR;

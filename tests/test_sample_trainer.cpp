@@ -28,7 +28,7 @@ using sample_trainer::test::TempDir;
 
 namespace {
 
-// ---- README example: a user-written checkpointer ----
+// ---- docs/sample-trainer.md example: a user-written checkpointer ----
 
 /// Keeps the latest checkpoint and the final weights in memory and records every call. The states
 /// it is handed share memory with the live model, so it stores deep copies.
@@ -93,7 +93,7 @@ class DeferredCopyCheckpointer final : public ckpt::AbstractCheckpointer {
   }
 };
 
-// Usage, as in the README:
+// Usage, as in docs/sample-trainer.md:
 //   auto checkpointer = std::make_shared<MemoryCheckpointer>();
 //   Trainer trainer(std::make_shared<SingleProcess>(), module, args, checkpointer);
 //   trainer.train();

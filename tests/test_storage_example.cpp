@@ -1,4 +1,4 @@
-// The README's "Storage backends" example, verbatim, so that it stays true.
+// The "Storage backends" example of docs/storage.md, verbatim, so that it stays true.
 
 #include <ckpt/checkpoint_error.h>
 #include <ckpt/default_checkpointer.h>
@@ -14,7 +14,7 @@
 
 namespace {
 
-// ---- from README.md ----
+// ---- from docs/storage.md ----
 class AnnouncedCommits final : public ckpt::StorageWrapper {
  public:
   AnnouncedCommits(std::shared_ptr<ckpt::Storage> target,
@@ -41,7 +41,7 @@ class AnnouncedCommits final : public ckpt::StorageWrapper {
   };
   std::function<void(const std::filesystem::path&)> announce_;
 };
-// ---- end of the README's example ----
+// ---- end of docs/storage.md's example ----
 
 }  // namespace
 

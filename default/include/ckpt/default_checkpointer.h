@@ -19,8 +19,8 @@ namespace detail {
 class BackgroundWriter;
 }  // namespace detail
 
-/// The file-based checkpointer: PyMarlin's `DefaultCheckpointer`, with its surprises fixed (see the
-/// README's "Differences from PyMarlin").
+/// The file-based checkpointer: PyMarlin's `DefaultCheckpointer`, with its surprises fixed (see
+/// docs/pymarlin-differences.md).
 ///
 ///   ckpt::DefaultCheckpointerArguments args;
 ///   args.save_dir = "runs/a";
