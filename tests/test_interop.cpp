@@ -7,48 +7,18 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "python_mirror.h"
 #include "test_util.h"
 
 using ckpt::StateDict;
 using ckpt::test::TempDir;
 using nlohmann::json;
+using ckpt::test::fill_deterministic;
+using ckpt::test::make_optimizer;
+using ckpt::test::tiny_model;
+using ckpt::test::tiny_step;
 
 namespace {
-
-// Mirrors fill_deterministic in tests/python/interop.py.
-void fill_deterministic(torch::nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  int64_t i = 0;
-  for (auto& p : module.parameters()) {
-    p.copy_(torch::arange(p.numel(), p.options()).reshape(p.sizes()) * 0.25 + i++);
-  }
-}
-
-torch::nn::Linear tiny_model() {
-  torch::nn::Linear model(3, 2);
-  fill_deterministic(*model);
-  return model;
-}
-
-// Mirrors tiny_step in tests/python/interop.py.
-void tiny_step(torch::nn::Linear& model, torch::optim::Optimizer& optimizer) {
-  auto x = torch::arange(6, torch::kFloat32).reshape({2, 3}) / 10;
-  optimizer.zero_grad();
-  model->forward(x).pow(2).sum().backward();
-  optimizer.step();
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& name,
-                                                        std::vector<torch::Tensor> params) {
-  using namespace torch::optim;
-  if (name == "sgd") return std::make_unique<SGD>(params, SGDOptions(0.01).momentum(0.9));
-  if (name == "adam") return std::make_unique<Adam>(params, AdamOptions(0.01));
-  if (name == "adamw") return std::make_unique<AdamW>(params, AdamWOptions(0.01).amsgrad(true));
-  if (name == "rmsprop") {
-    return std::make_unique<RMSprop>(params, RMSpropOptions(0.01).momentum(0.5).centered(true));
-  }
-  return std::make_unique<Adagrad>(params, AdagradOptions(0.1));
-}
 
 void check_close(const StateDict& state, const json& expected, double tolerance) {
   for (const auto& [key, values] : expected.items()) {

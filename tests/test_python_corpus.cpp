@@ -17,6 +17,7 @@
 #include <cmath>
 #include <set>
 
+#include "python_mirror.h"
 #include "test_util.h"
 
 using ckpt::StateDict;
@@ -119,37 +120,6 @@ json describe(const c10::IValue& value) {
   return {{"unexpected", value.tagKind()}};
 }
 
-// Mirrors tests/python/interop.py (tiny_model, tiny_step, make_optimizer), as test_interop.cpp.
-torch::nn::Linear tiny_model() {
-  torch::nn::Linear model(3, 2);
-  torch::NoGradGuard no_grad;
-  int64_t i = 0;
-  for (auto& p : model->parameters()) {
-    p.copy_(torch::arange(p.numel(), p.options()).reshape(p.sizes()) * 0.25 + i++);
-  }
-  return model;
-}
-
-void tiny_step(torch::nn::Linear& model, torch::optim::Optimizer& optimizer) {
-  auto x = torch::arange(6, torch::kFloat32).reshape({2, 3}) / 10;
-  optimizer.zero_grad();
-  model->forward(x).pow(2).sum().backward();
-  optimizer.step();
-}
-
-// Constructed with other hyperparameters than Python's: the loaded state must bring Python's.
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& name,
-                                                        std::vector<torch::Tensor> params) {
-  using namespace torch::optim;
-  if (name == "sgd") return std::make_unique<SGD>(params, SGDOptions(0.5).momentum(0.9));
-  if (name == "adam") return std::make_unique<Adam>(params, AdamOptions(0.5));
-  if (name == "adamw") return std::make_unique<AdamW>(params, AdamWOptions(0.5).amsgrad(true));
-  if (name == "rmsprop") {
-    return std::make_unique<RMSprop>(params, RMSpropOptions(0.5).momentum(0.5).centered(true));
-  }
-  return std::make_unique<Adagrad>(params, AdagradOptions(0.5));
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(python_corpus)
@@ -229,16 +199,17 @@ BOOST_AUTO_TEST_CASE(each_python_optimizer_state_resumes_in_cpp_to_pythons_numbe
   for (const std::string name : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}) {
     BOOST_TEST_CONTEXT("optimizer " << name) {
       const StateDict saved = ckpt::load_state_file(corpus().file("optimizer_" + name));
-      auto model = tiny_model();
-      auto optimizer = make_optimizer(name, model->parameters());
+      auto model = ckpt::test::tiny_model();
+      // Other hyperparameters than Python's: the loaded state must bring Python's.
+      auto optimizer = ckpt::test::make_optimizer(name, model->parameters(), /*lr=*/0.5);
       BOOST_REQUIRE(ckpt::load_module_state(*model, StateDict::from_ivalue(saved.at("model"))).ok());
       ckpt::load_optimizer_state(*optimizer, StateDict::from_ivalue(saved.at("optimizer")));
       // StepLR halved the learning rate at step 2: the loaded param group says so.
       BOOST_TEST(optimizer->param_groups()[0].options().get_lr() ==
                      (name == "adagrad" ? 0.05 : 0.005),
                  boost::test_tools::tolerance(1e-12));
-      tiny_step(model, *optimizer);
-      tiny_step(model, *optimizer);
+      ckpt::test::tiny_step(model, *optimizer);
+      ckpt::test::tiny_step(model, *optimizer);
       const StateDict after = ckpt::module_state(*model);
       for (const auto& [key, values] : targets.at(name).items()) {
         const at::Tensor tensor = after.at(key).toTensor().flatten();
