@@ -447,6 +447,4 @@ void set_test_device_copy_latency(std::chrono::microseconds latency) {
   copy_latency_us = latency.count();
 }
 
-void synchronize_test_device() { Stream::get().wait(Stream::get().last_enqueued()); }
-
 }  // namespace ckpt::test

@@ -42,7 +42,4 @@ void reset_test_device_counters();
 /// reader that does not wait for the copy's event reads bytes the copy has not written yet.
 void set_test_device_copy_latency(std::chrono::microseconds latency);
 
-/// Waits until the stream has run everything queued so far.
-void synchronize_test_device();
-
 }  // namespace ckpt::test
