@@ -251,7 +251,7 @@ void BackgroundWriter::run() {
         lock.unlock();
         changed_.notify_all();
       }
-      write_(job_->snapshot.checkpoint, job_->name);
+      write_(job_->snapshot.checkpoint, job_->name, job_->must_land);
     } catch (const std::exception& e) {
       error = std::current_exception();
       what = e.what();
@@ -274,12 +274,12 @@ void BackgroundWriter::run() {
 }
 
 void BackgroundWriter::submit(const Checkpoint& checkpoint, const CheckpointName& name,
-                              bool stage_in_background) {
+                              bool stage_in_background, bool must_land) {
   Stager::Snapshot snapshot = stager_.snapshot(checkpoint, stage_in_background);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     staging_ = !snapshot.deferred.empty() || !snapshot.device_copies.empty();
-    job_ = Job{std::move(snapshot), name};
+    job_ = Job{std::move(snapshot), name, must_land};
   }
   changed_.notify_all();
 }

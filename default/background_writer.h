@@ -87,7 +87,10 @@ class Stager {
 /// Thread safety: every member from one thread (the checkpointer's).
 class BackgroundWriter {
  public:
-  using Write = std::function<void(const Checkpoint& snapshot, const CheckpointName& name)>;
+  /// Writes a snapshot; `must_land` is submit()'s, passed through. A failure it throws is kept
+  /// for rethrow_failure().
+  using Write = std::function<void(const Checkpoint& snapshot, const CheckpointName& name,
+                                   bool must_land)>;
   explicit BackgroundWriter(Write write);
   /// Waits for the save in flight, then stops the thread.
   ~BackgroundWriter();
@@ -95,7 +98,8 @@ class BackgroundWriter {
   /// Snapshots `checkpoint` and queues its write. With `stage_in_background`, the copy of all but
   /// its registered state runs on the writer's thread: the caller must not change those tensors
   /// until wait_staged() returns. Call only when idle (wait_idle).
-  void submit(const Checkpoint& checkpoint, const CheckpointName& name, bool stage_in_background);
+  void submit(const Checkpoint& checkpoint, const CheckpointName& name, bool stage_in_background,
+              bool must_land);
   /// Returns once the save in flight, if any, no longer reads the live tensors.
   void wait_staged();
   /// Returns once nothing is in flight.
@@ -111,6 +115,7 @@ class BackgroundWriter {
   struct Job {
     Stager::Snapshot snapshot;
     CheckpointName name;
+    bool must_land = false;
   };
   void run();
 

@@ -15,6 +15,7 @@
 #include "latest_pointer.h"
 #include "preflight.h"
 #include "retention_policy.h"
+#include "save_failures.h"
 #include "verified_files.h"
 
 #include <spdlog/spdlog.h>
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 
 namespace ckpt {
 namespace {
@@ -56,7 +58,9 @@ struct DefaultCheckpointer::Policies {
         retention(storage, args.save_dir, names, verified),
         preflight(storage, args, retention),
         best(storage, args, names, preflight),
-        pointer(storage, names) {}
+        pointer(storage, names),
+        failures(args.on_save_failure == "continue", args.max_save_failures,
+                 args.max_unsaved_seconds) {}
 
   detail::FileNames names;
   detail::VerifiedFiles verified;  // used by write_resumable only (the background thread's)
@@ -64,6 +68,7 @@ struct DefaultCheckpointer::Policies {
   detail::Preflight preflight;
   detail::BestPool best;
   detail::LatestPointer pointer;
+  detail::SaveFailures failures;  // shared with the background thread (it locks)
 };
 
 DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
@@ -96,8 +101,8 @@ DefaultCheckpointer::DefaultCheckpointer(DefaultCheckpointerArguments args,
   if (args_.checkpoint && args_.save_top_k > 0) policies_->best.load();
   if (args_.async) {
     background_ = std::make_unique<detail::BackgroundWriter>(
-        [this](const Checkpoint& snapshot, const CheckpointName& name) {
-          write_resumable(snapshot, name);
+        [this](const Checkpoint& snapshot, const CheckpointName& name, bool must_land) {
+          write_under_policy(snapshot, name, must_land);
         });
   }
 }
@@ -128,24 +133,62 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save(const Checkpoint&
     throw CheckpointError("invalid checkpoint index " + std::to_string(index) + ": must be >= 0");
   }
   if (background_) background_->rethrow_failure();  // a finished failure, without waiting
+  const bool must_land = force && !trigger_due_;  // forced, and not by step_due: final or stop
+  trigger_due_ = false;
   if (!args_.checkpoint) return std::nullopt;
   std::optional<std::filesystem::path> path;
   if (index % args_.period == 0 || force) {
-    path = write_or_submit(checkpoint, CheckpointName{index, std::nullopt});
+    path = write_or_submit(checkpoint, CheckpointName{index, std::nullopt}, must_land);
   }
   if (args_.save_top_k > 0) {
-    policies_->best.consider(checkpoint, as_written(checkpoint, args_), index);
+    try {
+      policies_->best.consider(checkpoint, as_written(checkpoint, args_), index);
+    } catch (const CheckpointError& e) {
+      // The best pool is a copy beside the resumable checkpoints, which the policy guards: a
+      // failure to add to it is reported, and counts toward no limit.
+      if (e.error_number() == 0 || args_.on_save_failure != "continue") throw;
+      logger()->error("could not add checkpoint {} to the best pool; training goes on: {}", index,
+                      e.what());
+    }
   }
   return path;
 }
 
-std::filesystem::path DefaultCheckpointer::write_or_submit(const Checkpoint& checkpoint,
-                                                           const CheckpointName& name) {
+std::optional<std::filesystem::path> DefaultCheckpointer::under_policy(
+    const std::string& what, bool must_land, bool resumable,
+    const std::function<std::filesystem::path()>& write) {
+  for (;;) {
+    try {
+      const std::filesystem::path path = write();
+      policies_->failures.landed(path, resumable);
+      return path;
+    } catch (const CheckpointError& e) {
+      // errno 0: the checkpoint itself cannot be written (an unsupported value, a missing
+      // metric), which no retry and no later save can change.
+      if (e.error_number() == 0) throw;
+      policies_->failures.failed(what, e);  // throws when training must stop
+      if (!must_land) return std::nullopt;
+      logger()->warn("{} must land (it is forced, or the final weights): trying again in {} s",
+                     what, kMustLandPauseSeconds);
+      std::this_thread::sleep_for(std::chrono::seconds(kMustLandPauseSeconds));
+    }
+  }
+}
+
+std::optional<std::filesystem::path> DefaultCheckpointer::write_under_policy(
+    const Checkpoint& checkpoint, const CheckpointName& name, bool must_land) {
+  const auto path = args_.save_dir / policies_->names.resumable(name);
+  return under_policy("saving checkpoint " + path.string(), must_land, /*resumable=*/true,
+                      [&] { return write_resumable(checkpoint, name); });
+}
+
+std::optional<std::filesystem::path> DefaultCheckpointer::write_or_submit(
+    const Checkpoint& checkpoint, const CheckpointName& name, bool must_land) {
   last_save_seconds_ = last_seen_seconds_;  // the time trigger counts from here
-  if (!background_) return write_resumable(checkpoint, name);
+  if (!background_) return write_under_policy(checkpoint, name, must_land);
   wait();  // one save in flight: the staging memory is free once it is done
   const auto start = Clock::now();
-  background_->submit(checkpoint, name, args_.stage_in_background);
+  background_->submit(checkpoint, name, args_.stage_in_background, must_land);
   const std::string file_name = policies_->names.resumable(name);
   if (!args_.stage_in_background) {
     logger()->debug("copied checkpoint {} for a background save ({:.2f} MB in {:.1f} ms)",
@@ -172,11 +215,16 @@ uint64_t DefaultCheckpointer::staging_bytes() const noexcept {
 
 bool DefaultCheckpointer::step_due(const TrainingProgress& progress) {
   last_seen_seconds_ = progress.train_seconds;
-  if (!args_.checkpoint) return false;
   const int64_t n = args_.every_n_train_steps;
-  if (n > 0 && progress.global_step > 0 && progress.global_step % n == 0) return true;
   const double interval = args_.train_time_interval;
-  return interval > 0 && progress.train_seconds - last_save_seconds_ >= interval;
+  trigger_due_ = args_.checkpoint &&
+                 ((n > 0 && progress.global_step > 0 && progress.global_step % n == 0) ||
+                  (interval > 0 && progress.train_seconds - last_save_seconds_ >= interval));
+  return trigger_due_;
+}
+
+std::optional<SaveHealth> DefaultCheckpointer::save_health() const {
+  return policies_->failures.health();
 }
 
 std::optional<std::filesystem::path> DefaultCheckpointer::save_step(
@@ -187,16 +235,37 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_step(
                           ": must be >= 0");
   }
   if (background_) background_->rethrow_failure();  // a finished failure, without waiting
+  const bool must_land = force && !trigger_due_;  // forced, and not by step_due: a stop
+  trigger_due_ = false;
   if (!args_.checkpoint || !(force || step_due(progress))) return std::nullopt;
-  return write_or_submit(checkpoint, CheckpointName{progress.epoch, progress.global_step});
+  trigger_due_ = false;
+  return write_or_submit(checkpoint, CheckpointName{progress.epoch, progress.global_step},
+                         must_land);
 }
 
 std::filesystem::path DefaultCheckpointer::write_resumable(const Checkpoint& checkpoint,
                                                            const CheckpointName& name) {
+  const bool failing = policies_->failures.failing();
+  if (failing) {
+    // The failed save may have left an unfinished upload (its abort failed too, in the same
+    // outage): abort it now rather than at the next start.
+    try {
+      for (const auto& leftover : storage_->remove_unfinished_writes(
+               args_.save_dir,
+               [&](const std::string& file) { return policies_->names.is_own(file); })) {
+        logger()->info("removed leftover temporary {} of the failed save", leftover.string());
+      }
+    } catch (const CheckpointError& e) {
+      logger()->warn("could not remove what the failed save left in {}: {}",
+                     args_.save_dir.string(), e.what());
+    }
+  }
   check_mk_dir(args_.save_dir, *storage_);
   Checkpoint written = as_written(checkpoint, args_);
   const auto path = args_.save_dir / policies_->names.resumable(name);
-  policies_->preflight.check(written, path, /*may_prune=*/true);
+  // While saves fail, retention deletes nothing: a pre-flight prune would not help a save that
+  // fails anyway, and what it deletes may be the last that can be resumed.
+  policies_->preflight.check(written, path, /*may_prune=*/!failing);
   const auto start = Clock::now();
   const uint64_t bytes = save_checkpoint_file(written, path, *storage_);
   policies_->verified.record(path);  // we computed its checksums while writing it
@@ -236,15 +305,20 @@ std::optional<std::filesystem::path> DefaultCheckpointer::save_model(const State
   if (index < 0) {
     throw CheckpointError("invalid model index " + std::to_string(index) + ": must be >= 0");
   }
-  check_mk_dir(model_dir, *storage_);
   const auto path = model_dir / policies_->names.model(index);
-  const auto start = Clock::now();
-  const uint64_t bytes = args_.model_format == detail::kSafetensorsExt
-                             ? save_safetensors_file(model_state, path, *storage_)
-                             : save_state_file(model_state, path, *storage_);
-  logger()->info("saved model index={} to {} ({:.2f} MB in {:.1f} ms)", index, path.string(),
-                 megabytes(bytes), elapsed_ms(start));
-  return path;
+  // The final weights must land: tried again until they do or the policy stops training.
+  return under_policy("saving the model weights " + path.string(), /*must_land=*/true,
+                      /*resumable=*/false, [&] {
+                        check_mk_dir(model_dir, *storage_);
+                        const auto start = Clock::now();
+                        const uint64_t bytes =
+                            args_.model_format == detail::kSafetensorsExt
+                                ? save_safetensors_file(model_state, path, *storage_)
+                                : save_state_file(model_state, path, *storage_);
+                        logger()->info("saved model index={} to {} ({:.2f} MB in {:.1f} ms)",
+                                       index, path.string(), megabytes(bytes), elapsed_ms(start));
+                        return path;
+                      });
 }
 
 template <class Accept>

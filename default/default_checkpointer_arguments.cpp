@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <variant>
 
@@ -85,15 +86,26 @@ const Option kOptions[] = {
     {"stage_in_background", &Args::stage_in_background,
      "with async: save() returns before copying the state too; the trainer calls wait_staged() "
      "before it next changes a saved tensor (the sample trainer: before each optimizer step)"},
+    {"on_save_failure", &Args::on_save_failure,
+     "when the storage refuses a save: continue (log it, train on, save again at the next "
+     "trigger; stop after max_save_failures in a row or max_unsaved_seconds without a durable "
+     "checkpoint; forced and final saves must still land) or stop (throw at once)"},
+    {"max_save_failures", &Args::max_save_failures,
+     "with on_save_failure continue: stop training after this many failed saves in a row"},
+    {"max_unsaved_seconds", &Args::max_unsaved_seconds,
+     "with on_save_failure continue: stop training at a failed save when no checkpoint has "
+     "been durable for this many seconds; 0: no limit"},
     {"s3_part_size_mb", &Args::s3_part_size_mb,
      "S3: MiB per multipart part and per ranged GET (>= 5); a file up to one part is one PUT"},
     {"s3_concurrency", &Args::s3_concurrency,
      "S3: parts or ranges of one file in flight at once (a save holds about this many parts)"},
     {"s3_max_attempts", &Args::s3_max_attempts,
-     "S3: tries per request for transient failures (connection errors, timeouts, 5xx, "
-     "SlowDown), with exponential backoff and jitter"},
+     "S3: caps the tries per request for transient failures (connection errors, timeouts, "
+     "5xx, SlowDown); 0: no cap, s3_retry_seconds decides; 1: no retries"},
     {"s3_retry_seconds", &Args::s3_retry_seconds,
-     "S3: no retry starts this many seconds after a request's first try"},
+     "S3: retry budget per request: transient failures are retried with exponential backoff "
+     "and full jitter (at most 20 s per wait) until this many seconds have passed since its "
+     "first try"},
     {"s3_timeout_seconds", &Args::s3_timeout_seconds,
      "S3: a request moving no byte for this many seconds fails and is retried; also the "
      "connect timeout"},
@@ -193,36 +205,26 @@ void require_directory_or_nothing(Storage& storage, const std::filesystem::path&
 
 S3Options DefaultCheckpointerArguments::s3_options() const {
   S3Options options;
+  // Only what the conversion itself needs is checked here (a MiB count that would overflow the
+  // shift, counts beyond int); every range is S3Options::validate's, in one place.
   if (s3_part_size_mb < 5 || s3_part_size_mb > 5 * 1024) {
     throw CheckpointError("invalid s3_part_size_mb " + std::to_string(s3_part_size_mb) +
-                          ": must be between 5 and 5120 (S3's limits for a part)");
+                          ": must be between 5 and 5120 (S3's limits for a part, in MiB)");
   }
   options.part_size = static_cast<uint64_t>(s3_part_size_mb) << 20;
-  if (s3_concurrency < 1 || s3_concurrency > 64) {
-    throw CheckpointError("invalid s3_concurrency " + std::to_string(s3_concurrency) +
-                          ": must be between 1 and 64");
-  }
-  options.concurrency = static_cast<int>(s3_concurrency);
-  if (s3_max_attempts < 1 || s3_max_attempts > 100) {
-    throw CheckpointError("invalid s3_max_attempts " + std::to_string(s3_max_attempts) +
-                          ": must be between 1 and 100 (1: no retries)");
-  }
-  options.max_attempts = static_cast<int>(s3_max_attempts);
-  if (!(s3_retry_seconds >= 0) || !std::isfinite(s3_retry_seconds)) {
-    throw CheckpointError("invalid s3_retry_seconds " + shortest(s3_retry_seconds) +
-                          ": must be a finite number >= 0");
-  }
+  const auto as_int = [](int64_t value, const char* name) {
+    if (value < std::numeric_limits<int>::min() || value > std::numeric_limits<int>::max()) {
+      throw CheckpointError("invalid " + std::string(name) + " " + std::to_string(value) +
+                            ": out of range");
+    }
+    return static_cast<int>(value);
+  };
+  options.concurrency = as_int(s3_concurrency, "s3_concurrency");
+  options.max_attempts = as_int(s3_max_attempts, "s3_max_attempts");
   options.retry_seconds = s3_retry_seconds;
-  if (!(s3_timeout_seconds > 0) || !std::isfinite(s3_timeout_seconds)) {
-    throw CheckpointError("invalid s3_timeout_seconds " + shortest(s3_timeout_seconds) +
-                          ": must be a finite number > 0");
-  }
   options.timeout_seconds = s3_timeout_seconds;
-  if (s3_addressing != "auto" && s3_addressing != "path" && s3_addressing != "virtual") {
-    throw CheckpointError("invalid s3_addressing '" + s3_addressing +
-                          "': expected auto, path or virtual");
-  }
   options.addressing = s3_addressing;
+  options.validate();
   return options;
 }
 
@@ -301,6 +303,18 @@ void DefaultCheckpointerArguments::validate(Storage& storage) const {
   if (!(disk_margin_mb >= 0) || !std::isfinite(disk_margin_mb)) {
     throw CheckpointError("invalid disk_margin_mb " + std::to_string(disk_margin_mb) +
                           ": must be >= 0");
+  }
+  if (on_save_failure != "continue" && on_save_failure != "stop") {
+    throw CheckpointError("invalid on_save_failure '" + on_save_failure +
+                          "': expected continue or stop");
+  }
+  if (max_save_failures < 1) {
+    throw CheckpointError("invalid max_save_failures " + std::to_string(max_save_failures) +
+                          ": must be >= 1");
+  }
+  if (!(max_unsaved_seconds >= 0) || !std::isfinite(max_unsaved_seconds)) {
+    throw CheckpointError("invalid max_unsaved_seconds " + shortest(max_unsaved_seconds) +
+                          ": must be a finite number of seconds >= 0 (0: no limit)");
   }
   // Throws naming the level if unknown; applying it here also makes the level take effect.
   set_log_level(log_level);

@@ -54,6 +54,34 @@ std::optional<std::filesystem::path> decode_path(const std::string& bytes) {
   return std::filesystem::path(bytes.substr(1));
 }
 
+// Rank 0's SaveHealth, as shared at wait(); empty: its checkpointer tracks none.
+std::string encode_health(const std::optional<SaveHealth>& health) {
+  if (!health) return {};
+  StateDict state;
+  state.insert_or_assign("failed_saves", health->failed_saves);
+  state.insert_or_assign("failures_in_a_row", health->failures_in_a_row);
+  state.insert_or_assign("last_durable", health->last_durable
+                                             ? c10::IValue(health->last_durable->string())
+                                             : c10::IValue());
+  state.insert_or_assign("longest_unsaved_seconds", health->longest_unsaved_seconds);
+  state.insert_or_assign("last_failure", health->last_failure);
+  return to_bytes(state.to_ivalue());
+}
+
+std::optional<SaveHealth> decode_health(const std::string& bytes) {
+  if (bytes.empty()) return std::nullopt;
+  const StateDict state = StateDict::from_ivalue(from_bytes(bytes), "rank 0's save health");
+  SaveHealth health;
+  health.failed_saves = state.at("failed_saves").toInt();
+  health.failures_in_a_row = state.at("failures_in_a_row").toInt();
+  if (!state.at("last_durable").isNone()) {
+    health.last_durable = std::filesystem::path(state.at("last_durable").toStringRef());
+  }
+  health.longest_unsaved_seconds = state.at("longest_unsaved_seconds").toDouble();
+  health.last_failure = state.at("last_failure").toStringRef();
+  return health;
+}
+
 std::string message_of(const std::exception& e) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
     return c10_error->what_without_backtrace();
@@ -407,11 +435,18 @@ bool DistributedCheckpointer::step_due(const TrainingProgress& progress) {
 }
 
 void DistributedCheckpointer::wait() {
-  agree(kWait, "waiting for the checkpoint writes", [&](const std::vector<std::string>&) {
-    throw_pending_failure();
-    inner_->wait();
-    return std::string();
-  });
+  const std::string health =
+      agree(kWait, "waiting for the checkpoint writes", [&](const std::vector<std::string>&) {
+        throw_pending_failure();
+        inner_->wait();
+        return encode_health(inner_->save_health());
+      });
+  // Every rank then knows whether the last save landed, and reports the same figures.
+  if (rank_ != 0) health_ = decode_health(health);
+}
+
+std::optional<SaveHealth> DistributedCheckpointer::save_health() const {
+  return rank_ == 0 ? inner_->save_health() : health_;
 }
 
 void DistributedCheckpointer::wait_staged() {

@@ -346,7 +346,7 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   const auto final_wait = [&] {
     const auto wait_start = Clock::now();
     blocked([&] { checkpointer_->wait(); });
-    final_wait_seconds = seconds_since(wait_start);
+    final_wait_seconds += seconds_since(wait_start);
   };
   const auto finish = [&] {
     result.seconds = seconds_since(start);
@@ -358,6 +358,27 @@ TrainResult Trainer::train(const ProgressCallback& progress,
         result.checkpoint_blocked_seconds, result.seconds,
         result.seconds > 0 ? 100.0 * result.checkpoint_blocked_seconds / result.seconds : 0.0,
         final_wait_seconds);
+    result.save_health = checkpointer_->save_health();
+    if (const auto& health = result.save_health) {
+      const auto log = health->failed_saves > 0 ? spdlog::level::warn : spdlog::level::info;
+      spdlog::log(log,
+                  "saves: {} failed and ridden out; longest stretch without a durable checkpoint "
+                  "{:.1f}s; newest durable checkpoint {}",
+                  health->failed_saves, health->longest_unsaved_seconds,
+                  health->last_durable ? health->last_durable->string() : std::string("none"));
+    }
+  };
+  // The newest checkpoint known to be durable, for the errors below.
+  const auto newest_durable = [&] {
+    const auto health = checkpointer_->save_health();
+    const auto& path = health ? health->last_durable : last_saved_path_;
+    return path ? path->string() : std::string("none");
+  };
+  // Under on_save_failure continue a failed save is counted, not thrown: after wait(), this says
+  // whether the latest one failed.
+  const auto last_save_failed = [&] {
+    const auto health = checkpointer_->save_health();
+    return health && health->failures_in_a_row > 0;
   };
 
   const auto stopping = [&] { return stop_requested && stop_requested(); };
@@ -422,6 +443,13 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   result.global_step = backend_->global_step();
   if (result.stopped) {
     final_wait();  // the position is durable before train() says so
+    if (last_save_failed()) {
+      throw ckpt::CheckpointError(
+          "stopped at step " + std::to_string(result.global_step) +
+          ", but the checkpoint of that position was not saved (" +
+          checkpointer_->save_health()->last_failure +
+          "); a resume continues from the newest durable checkpoint, " + newest_durable());
+    }
     result.checkpoint_path = last_saved_path_;
     finish();
     spdlog::info("stopped: {} epochs completed in {:.2f}s, step {}; newest checkpoint {}",
@@ -430,23 +458,43 @@ TrainResult Trainer::train(const ProgressCallback& progress,
     return result;
   }
   result.final_val = result.epochs.empty() ? backend_->validate() : result.epochs.back().val;
-  if (last_saved_step_ == backend_->global_step()) {
-    spdlog::info("final checkpoint: step {} is already saved{}", last_saved_step_,
-                 last_saved_path_ ? " as " + last_saved_path_->string() : std::string());
-    result.checkpoint_path = last_saved_path_;
-  } else {
-    ckpt::Checkpoint final_checkpoint = checkpoint();
-    if (!result.epochs.empty()) final_checkpoint = checkpoint_with_metrics(result.epochs.back());
-    blocked([&] {
-      result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
-    });
+  const std::string finished = "training finished at epoch " + std::to_string(last_epoch_) +
+                               " (step " + std::to_string(result.global_step) + ")";
+  try {
+    // The last save is durable, or has failed, before deciding whether the final state is saved
+    // (the wait shows as the final wait, not as a save).
+    final_wait();
+    if (last_saved_step_ == backend_->global_step() && !last_save_failed()) {
+      spdlog::info("final checkpoint: step {} is already saved{}", last_saved_step_,
+                   last_saved_path_ ? " as " + last_saved_path_->string() : std::string());
+      result.checkpoint_path = last_saved_path_;
+    } else {
+      ckpt::Checkpoint final_checkpoint = checkpoint();
+      if (!result.epochs.empty()) final_checkpoint = checkpoint_with_metrics(result.epochs.back());
+      // Forced: it must land, and a failure is thrown whatever on_save_failure says.
+      blocked([&] {
+        result.checkpoint_path = checkpointer_->save(final_checkpoint, last_epoch_, /*force=*/true);
+      });
+      final_wait();
+    }
+  } catch (const ckpt::CheckpointError& e) {
+    throw ckpt::CheckpointError(finished + ", but its final checkpoint was not saved and the "
+                                "final weights were not exported (newest durable checkpoint: " +
+                                    newest_durable() + "): " + e.what(),
+                                e.path(), e.error_number());
   }
-  // The last checkpoint is durable, or its failure thrown, before the weights are exported: a
-  // failed run exports nothing (and the wait shows as the final wait, not as a save).
-  final_wait();
-  blocked(
-      [&] { result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_); });
-  blocked([&] { checkpointer_->wait(); });  // and the weights too, for a checkpointer that defers
+  try {
+    // The last checkpoint is durable before the weights are exported: a failed run exports
+    // nothing.
+    blocked(
+        [&] { result.model_path = checkpointer_->save_model(module_->get_state(), last_epoch_); });
+    blocked([&] { checkpointer_->wait(); });  // and the weights too, for a checkpointer that defers
+  } catch (const ckpt::CheckpointError& e) {
+    throw ckpt::CheckpointError(finished + " and its final checkpoint " + newest_durable() +
+                                    " is durable, but the final weights were not exported: " +
+                                    e.what(),
+                                e.path(), e.error_number());
+  }
   finish();
   spdlog::info("done: {} epochs in {:.2f}s, last_epoch={} val_acc={:.4f} ({}/{})",
                result.epochs.size(), seconds_since(start), result.last_epoch,

@@ -96,6 +96,10 @@ struct TrainResult {
   double checkpoint_blocked_seconds = 0;
   /// Of checkpoint_blocked_seconds, the final wait() for the last save to be durable.
   double checkpoint_final_wait_seconds = 0;
+  /// What the checkpointer reports of its saves (AbstractCheckpointer::save_health): failed saves
+  /// that training rode out, the longest stretch without a durable checkpoint, the newest durable
+  /// one. Nothing when the checkpointer does not track them.
+  std::optional<ckpt::SaveHealth> save_health;
 };
 
 /// An object whose state travels with the checkpoint: Trainer::register_for_checkpointing wraps

@@ -27,4 +27,6 @@ void AbstractCheckpointer::wait() {}
 
 void AbstractCheckpointer::wait_staged() {}
 
+std::optional<SaveHealth> AbstractCheckpointer::save_health() const { return std::nullopt; }
+
 }  // namespace ckpt

@@ -56,9 +56,19 @@ class FailingFileSystem final : public PosixFileSystemWrapper {
     errno_ = error_number;
     armed_ = true;
   }
+  /// Makes every call of `op` from now on fail with `error_number`, until disarm(): a storage
+  /// that stays broken (a full disk, a failed controller).
+  void fail_every(Op op, int error_number) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    fail_op_ = op;
+    errno_ = error_number;
+    armed_ = false;
+    every_ = true;
+  }
   void disarm() {
     std::lock_guard<std::mutex> lock(mutex_);
     armed_ = false;
+    every_ = false;
   }
   int count(Op op) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -125,7 +135,7 @@ class FailingFileSystem final : public PosixFileSystemWrapper {
   void check(Op op, const std::filesystem::path& path) {
     std::lock_guard<std::mutex> lock(mutex_);
     const int n = counts_[op]++;
-    if (armed_ && op == fail_op_ && n == fail_at_) {
+    if ((every_ && op == fail_op_) || (armed_ && op == fail_op_ && n == fail_at_)) {
       armed_ = false;
       throw CheckpointError(std::string(op_name(op)) + " of " + path.string() +
                                 " failed: " + std::strerror(errno_),
@@ -141,6 +151,7 @@ class FailingFileSystem final : public PosixFileSystemWrapper {
   std::map<Op, int> counts_;
   std::vector<std::string> journal_;
   bool armed_ = false;
+  bool every_ = false;
   Op fail_op_ = Op::append;
   int fail_at_ = 0;
   int errno_ = 0;
@@ -161,6 +172,7 @@ class FailingStorage final : public StorageWrapper {
       : StorageWrapper(std::make_shared<LocalStorage>(fs)), fs_(std::move(fs)) {}
 
   void fail(Op op, int nth, int error_number) { fs_->fail(op, nth, error_number); }
+  void fail_every(Op op, int error_number) { fs_->fail_every(op, error_number); }
   void disarm() { fs_->disarm(); }
   int count(Op op) { return fs_->count(op); }
   std::vector<std::string> journal() { return fs_->journal(); }

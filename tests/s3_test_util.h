@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -69,6 +70,30 @@ inline std::string unique_s3_prefix(const std::string& name) {
   return "s3://" + s3_fixture().bucket + "/" + name + "-" + std::to_string(::getpid()) + "-" +
          std::to_string(rd());
 }
+
+/// Sets an environment variable for the scope (S3Storage reads its configuration at
+/// construction).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    if (old != nullptr) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 /// The fixture's S3 storage seen under local-looking paths: `/tmp/x/model_0.pt` is the object
 /// `s3://<bucket>/<run>/tmp/x/model_0.pt`. With it the DefaultCheckpointer suites written for

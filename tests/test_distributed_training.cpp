@@ -15,12 +15,14 @@
 #include <boost/test/unit_test.hpp>
 
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -302,6 +304,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(distributed_failures)
 
+// With on_save_failure stop, the first failure stops every rank.
 BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_stops_both_ranks_with_its_reason) {
   TempDir dir;
   const double timeout = 60;
@@ -310,7 +313,8 @@ BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_stops_both_ranks_with_its_reason) {
   const RunResult r =
       run_in(dir.path(), dir / "logs",
              command_line({"--dist.nproc", "2", "--dist.timeout", "60", "--trainer.epochs", "4",
-                           "--chkp.save_dir", "ck", "--chkp.disk_margin_mb", "1000000000"}));
+                           "--chkp.save_dir", "ck", "--chkp.disk_margin_mb", "1000000000",
+                           "--chkp.on_save_failure", "stop"}));
   const double seconds = std::chrono::duration<double>(Clock::now() - begin).count();
   BOOST_CHECK_EQUAL(r.exit_code, 1);
   BOOST_CHECK_LT(seconds, timeout);
@@ -331,25 +335,78 @@ BOOST_AUTO_TEST_CASE(a_failed_save_on_rank_0_stops_both_ranks_with_its_reason) {
   BOOST_CHECK(files_in(dir / "ck").empty());
 }
 
-// The same refusal in a background save: the ranks have trained on, and hear of it at the next
+// The same refusal in background saves, under the default on_save_failure continue: the ranks
+// train on through the first two failures and both stop at the third, hearing of it at the next
 // point where they meet for checkpointing (the step-due broadcast after the next step).
-BOOST_AUTO_TEST_CASE(a_failed_background_save_on_rank_0_stops_both_ranks_with_its_reason) {
+BOOST_AUTO_TEST_CASE(failed_background_saves_on_rank_0_stop_both_ranks_at_the_limit) {
   TempDir dir;
   const RunResult r =
       run_in(dir.path(), dir / "logs",
-             command_line({"--dist.nproc", "2", "--dist.timeout", "60", "--trainer.epochs", "4",
+             command_line({"--dist.nproc", "2", "--dist.timeout", "60", "--trainer.epochs", "6",
                            "--chkp.save_dir", "ck", "--chkp.disk_margin_mb", "1000000000",
                            "--chkp.async", "true", "--chkp.stage_in_background", "true"}));
   BOOST_CHECK_EQUAL(r.exit_code, 1);
-  BOOST_CHECK_MESSAGE(r.err.find("sample_trainer: error: rank 0: not enough free space to save "
-                                 "ck/model_0.pt") != std::string::npos,
+  BOOST_CHECK_MESSAGE(r.err.find("sample_trainer: error: rank 0: stopping training: 3 saves failed "
+                                 "in a row (max_save_failures 3); the last durable checkpoint is "
+                                 "none yet in this run; the latest failure: saving checkpoint "
+                                 "ck/model_2.pt: not enough free space to save ck/model_2.pt") !=
+                          std::string::npos,
                       r.err);
   static const std::regex rank1(
-      R"(sample_trainer: error: rank 1: .* failed on rank 0: not enough free space to save ck/model_0\.pt)");
+      R"(sample_trainer: error: rank 1: .* failed on rank 0: stopping training: 3 saves failed in a row)");
   BOOST_CHECK_MESSAGE(std::regex_search(r.err, rank1), r.err);
   // Neither rank finished training: no final weights, no later checkpoint.
   BOOST_CHECK(r.out.find("done:") == std::string::npos);
   BOOST_CHECK(files_in(dir / "ck").empty());
+}
+
+// Rank 0's disk is full when training starts and is freed once a failed save has been logged:
+// both ranks ride the failures out together (they agree on every save's outcome), both finish
+// with exit 0, and both report the failed saves. Freed at any point, the run ends the same way:
+// the forced final save is retried until it lands.
+BOOST_AUTO_TEST_CASE(both_ranks_ride_out_a_full_disk_on_rank_0) {
+  BOOST_REQUIRE_MESSAGE(::geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)");
+  TempDir dir;
+  const auto disk = dir / "ck";
+  fs::create_directories(disk);
+  BOOST_REQUIRE_MESSAGE(::mount("tmpfs", disk.c_str(), "tmpfs", 0, "size=4m") == 0,
+                        "mount tmpfs: " << std::strerror(errno));
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{disk};
+  {
+    std::ofstream filler(disk / "filler.bin", std::ios::binary);
+    const std::string block(4096, 'x');
+    while (filler.write(block.data(), block.size()) && filler.flush()) {
+    }
+  }
+  const pid_t pid = start(dir.path(), two_ranks(3, {"--chkp.disk_margin_mb", "0",
+                                                    "--chkp.max_save_failures", "1000"}));
+  const auto deadline = Clock::now() + std::chrono::minutes(5);
+  while (read_text(dir / "out.txt").find("training goes on") == std::string::npos &&
+         read_text(dir / "err.txt").find("training goes on") == std::string::npos) {
+    BOOST_REQUIRE_MESSAGE(Clock::now() < deadline, "no failed save logged");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  fs::remove(disk / "filler.bin");
+  const int exit_code = exit_code_of(pid);
+  const std::string out = read_text(dir / "out.txt"), err = read_text(dir / "err.txt");
+  BOOST_TEST(exit_code == 0, out << err);
+  static const std::regex summary(R"(rank (\d)\] \[\w+\] saves: ([1-9]\d*) failed and ridden out)");
+  std::set<std::string> ranks;
+  std::set<std::string> counts;
+  for (const auto& text : lines_of(out + err)) {
+    std::smatch m;
+    if (std::regex_search(text, m, summary)) {
+      ranks.insert(m[1]);
+      counts.insert(m[2]);
+    }
+  }
+  BOOST_TEST(ranks == (std::set<std::string>{"0", "1"}), out << err);
+  BOOST_TEST(counts.size() == 1u, out << err);  // the same figure on both ranks
+  ckpt::verify_file(disk / "model_2.pt");
+  ckpt::verify_file(disk / "model_model_2.pt");
 }
 
 BOOST_AUTO_TEST_CASE(a_stuck_rank_0_does_not_hang_rank_1) {

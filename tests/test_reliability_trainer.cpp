@@ -1,5 +1,7 @@
-// The sample trainer when the disk fills up for real: exit 1 with one line naming the file and the
-// system's reason, the older checkpoints intact, and a resume that continues from the last good one.
+// The sample trainer when the disk fills up for real and stays full: the failed saves are ridden
+// out (on_save_failure continue) until max_save_failures in a row, then exit 1 with one line
+// naming the last durable checkpoint and the system's reason, the older checkpoints intact, and a
+// resume that continues from the last good one.
 #ifdef CKPT_SAMPLE_TRAINER
 
 #include <ckpt/serialization.h>
@@ -16,7 +18,7 @@ using ckpt::test::TempDir;
 
 BOOST_AUTO_TEST_SUITE(trainer_disk_full)
 
-BOOST_AUTO_TEST_CASE(enospc_exits_1_with_one_line_and_resume_continues) {
+BOOST_AUTO_TEST_CASE(enospc_past_max_save_failures_exits_1_with_one_line_and_resume_continues) {
   TempDir dir;
   const auto disk = dir / "disk";
   std::filesystem::create_directories(disk);
@@ -45,8 +47,19 @@ BOOST_AUTO_TEST_CASE(enospc_exits_1_with_one_line_and_resume_continues) {
     }
   }
   BOOST_TEST(error_lines == 1u, full.output);
-  BOOST_TEST(error_line.find((disk / "model_2.pt").string()) != std::string::npos, error_line);
+  // Epochs 2 and 3 failed, then the forced final save: the third failure in a row.
+  BOOST_TEST(error_line.find("training finished at epoch 3") != std::string::npos, error_line);
+  BOOST_TEST(error_line.find("final weights were not exported") != std::string::npos, error_line);
+  BOOST_TEST(error_line.find("stopping training: 3 saves failed in a row") != std::string::npos,
+             error_line);
+  BOOST_TEST(error_line.find("the last durable checkpoint is " + (disk / "model_1.pt").string()) !=
+                 std::string::npos,
+             error_line);
+  BOOST_TEST(error_line.find((disk / "model_3.pt").string()) != std::string::npos, error_line);
   BOOST_TEST(error_line.find(std::strerror(ENOSPC)) != std::string::npos, error_line);
+  BOOST_TEST(full.output.find("saving checkpoint " + (disk / "model_2.pt").string() +
+                              " failed (1 of max_save_failures 3 in a row") != std::string::npos,
+             full.output);
   BOOST_TEST(files_in(disk) ==
                  (std::vector<std::string>{"model_0.pt", "model_1.pt", "model_latest"}),
              boost::test_tools::per_element());

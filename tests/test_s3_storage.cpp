@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include "second_gateway.h"
 #include "test_util.h"
 
 #include <signal.h>
@@ -138,27 +139,6 @@ class Proxy {
   fs::path port_file_;
   pid_t pid_ = -1;
   std::string endpoint_;
-};
-
-// Sets an environment variable for the scope (S3Storage reads its configuration at construction).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    const char* old = std::getenv(name);
-    if (old != nullptr) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
 };
 
 // The fixture's HTTPS gateway (scripts/s3-server.sh tls-gateway): a radosgw on the same cluster
@@ -554,20 +534,10 @@ BOOST_AUTO_TEST_CASE(reset_stall_and_corruption_are_retried) {
 // (a second radosgw on the fixture's cluster, so the other suites' gateway stays up): the
 // requests that failed are retried against the restarted gateway and the object is whole.
 BOOST_AUTO_TEST_CASE(gateway_killed_mid_upload_and_restarted) {
-  const std::string server = quote(std::string(CKPT_SOURCE_DIR) + "/scripts/s3-server.sh");
-  const std::string fixture = quote(s3_fixture().directory);
-  const auto gateway = [&](const std::string& what) {
-    const auto result = run_command(server + " second-gateway " + what + " " + fixture);
-    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.output);
-    return result.output;
-  };
-  const std::string started = gateway("start");
-  const auto at = started.rfind("http://127.0.0.1:");
-  BOOST_REQUIRE(at != std::string::npos);
-  ScopedEnv endpoint("AWS_ENDPOINT_URL", trimmed(started.substr(at)));
+  SecondGateway gateway;
+  ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.start());
   S3Options options = small_parts();
   options.concurrency = 1;  // one part at a time: the upload lasts about a second here
-  options.max_attempts = 12;
   S3Storage storage(options);
   const std::string prefix = unique_s3_prefix("gateway-kill");
   const std::string bytes = random_bytes(100 << 20, 6);
@@ -578,39 +548,42 @@ BOOST_AUTO_TEST_CASE(gateway_killed_mid_upload_and_restarted) {
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  gateway("kill");
+  gateway.kill();
   BOOST_REQUIRE(storage.counters().bytes_sent < bytes.size());  // killed mid-upload
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  gateway("start");
+  gateway.start();
   BOOST_CHECK_NO_THROW(upload.get());
   BOOST_TEST(storage.counters().retries >= 1u);
   BOOST_TEST(get(storage, prefix + "/model_0.pt") == bytes);
   BOOST_TEST(storage.unfinished_writes(prefix).empty());
-  gateway("kill");
 }
 
-// A store that stays unreachable: bounded tries, then one error saying how long it tried.
-BOOST_AUTO_TEST_CASE(retries_are_bounded) {
+// A store that stays unreachable: retried with full-jitter backoff until the time budget ends (the
+// last try at its end), or until an explicit attempt cap; then one error saying how long it tried.
+BOOST_AUTO_TEST_CASE(retries_are_bounded_by_the_time_budget_or_a_cap) {
   s3_fixture();
   ScopedEnv endpoint("AWS_ENDPOINT_URL", "http://127.0.0.1:9");  // discard port: refused
   S3Options options;
-  options.max_attempts = 4;
-  S3Storage storage(options);
+  BOOST_TEST(options.max_attempts == 0);  // by default the time budget alone decides
+  BOOST_TEST(options.retry_seconds >= 60);
+  options.retry_seconds = 3;
+  S3Storage budgeted(options);
   const auto start = std::chrono::steady_clock::now();
-  BOOST_CHECK_EXCEPTION(
-      storage.stat("s3://ckpt-test/x"), CheckpointError,
-      message_contains("ListObjectsV2 s3://ckpt-test/x", "gave up after 4 tries"));
-  BOOST_TEST(storage.counters().requests == 4u);
-  BOOST_TEST(storage.counters().retries == 3u);
+  BOOST_CHECK_EXCEPTION(budgeted.stat("s3://ckpt-test/x"), CheckpointError,
+                        message_contains("ListObjectsV2 s3://ckpt-test/x", "gave up after",
+                                         "tries over 3."));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  BOOST_TEST(seconds >= 0.35);  // 0.05-0.1 + 0.1-0.2 + 0.2-0.4 s of backoff at least
-  options.max_attempts = 50;
-  options.retry_seconds = 0.5;
-  S3Storage impatient(options);
-  BOOST_CHECK_EXCEPTION(impatient.stat("s3://ckpt-test/x"), CheckpointError,
-                        message_contains("gave up after"));
-  BOOST_TEST(impatient.counters().requests < 10u);
+  BOOST_TEST(seconds >= 3.0);  // the last try starts when the budget ends, not before
+  BOOST_TEST(budgeted.counters().requests >= 2u);
+  BOOST_TEST(budgeted.counters().retries == budgeted.counters().requests - 1);
+  options.max_attempts = 4;
+  options.retry_seconds = 600;
+  S3Storage capped(options);
+  BOOST_CHECK_EXCEPTION(capped.stat("s3://ckpt-test/x"), CheckpointError,
+                        message_contains("gave up after 4 tries"));
+  BOOST_TEST(capped.counters().requests == 4u);
+  BOOST_TEST(capped.counters().retries == 3u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

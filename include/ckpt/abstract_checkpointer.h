@@ -1,6 +1,7 @@
 #pragma once
 
 #include <ckpt/checkpoint.h>
+#include <ckpt/save_health.h>
 #include <ckpt/state_dict.h>
 
 #include <cstdint>
@@ -92,6 +93,13 @@ class AbstractCheckpointer {
   /// CheckpointError of a background save that already failed. The default does nothing: its
   /// saves hold no reference to the tensors once they return.
   virtual void wait_staged();
+
+  /// What became of the saves so far, for the trainer's end-of-run report and to tell whether
+  /// the last save landed: a checkpointer that rides out storage failures (DefaultCheckpointer
+  /// with `on_save_failure` continue) returns nothing from a save() that failed, and counts it
+  /// here. Accurate after wait(). The default returns nothing: this checkpointer does not track
+  /// its saves (each failure is thrown).
+  virtual std::optional<SaveHealth> save_health() const;
 };
 
 }  // namespace ckpt

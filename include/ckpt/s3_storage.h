@@ -20,11 +20,16 @@ struct S3Options {
   /// Parts (or ranges) of one file in flight at once; a save holds at most this many parts plus
   /// the one being filled in memory. Default: 8.
   int concurrency = 8;
-  /// Tries per request, the first included, for transient failures (connection refused or reset,
-  /// timeouts, HTTP 500/502/503/504, SlowDown). 4xx errors and refused TLS certificates are never
-  /// retried. Default: 5.
-  int max_attempts = 5;
-  /// No retry starts once this many seconds have passed since a request's first try. Default: 60.
+  /// Transient failures (connection refused or reset, timeouts, HTTP 429/500/502/503/504,
+  /// SlowDown) are retried on every request (multipart create, parts, complete, abort, ranged
+  /// GETs, listings, deletes) with exponential backoff and full jitter: the n-th retry waits a
+  /// random time below min(20 s, 2^(n-1) s). 4xx errors and refused TLS certificates are never
+  /// retried. `max_attempts` caps the tries per request, the first included (1: no retries);
+  /// 0: no cap, the time budget `retry_seconds` alone decides. Default: 0.
+  int max_attempts = 0;
+  /// The retry budget: no retry starts once this many seconds have passed since the request's
+  /// first try, and the last one starts when they end. Default: 60, enough to outlast a gateway
+  /// restart or a load-balancer failover.
   double retry_seconds = 60;
   /// A request that moves no byte for this many seconds fails (and is retried); also the connect
   /// timeout. Default: 30.
@@ -34,7 +39,8 @@ struct S3Options {
   /// AWS config file's `s3` section. Default: "auto".
   std::string addressing = "auto";
 
-  /// Throws CheckpointError naming the field (as `s3_<field>`) if a value is out of range.
+  /// Throws CheckpointError naming the field, as the `--chkp.s3_<field>` option that sets it, if a
+  /// value is out of range. DefaultCheckpointerArguments::s3_options() checks through this too.
   void validate() const;
 };
 

@@ -11,11 +11,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <future>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <utility>
 
 namespace ckpt {
@@ -29,6 +31,12 @@ struct S3Storage::Impl {
 };
 
 namespace {
+
+std::string shortest(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
 
 // The key prefix of the "directory" `location` names: its key with one trailing `/`, or empty
 // for the bucket's root.
@@ -44,23 +52,31 @@ constexpr int kMaxParts = 10000;
 }  // namespace
 
 void S3Options::validate() const {
+  // Named as the options that set them (--chkp.s3_*), the way most users meet them; the messages
+  // are the only ones: DefaultCheckpointerArguments::s3_options() checks through here.
   if (part_size < (5ull << 20) || part_size > (5ull << 30)) {
-    throw CheckpointError("invalid S3Options::part_size " + std::to_string(part_size) +
-                          ": must be between 5 MiB and 5 GiB (S3's limits for a part)");
+    throw CheckpointError("invalid s3_part_size_mb " + shortest(static_cast<double>(part_size) /
+                                                                (1 << 20)) +
+                          ": must be between 5 and 5120 (S3's limits for a part, in MiB)");
   }
   if (concurrency < 1 || concurrency > 64) {
-    throw CheckpointError("invalid S3Options::concurrency " + std::to_string(concurrency) +
+    throw CheckpointError("invalid s3_concurrency " + std::to_string(concurrency) +
                           ": must be between 1 and 64");
   }
-  if (max_attempts < 1) {
-    throw CheckpointError("invalid S3Options::max_attempts " + std::to_string(max_attempts) +
-                          ": must be >= 1");
+  if (max_attempts < 0) {
+    throw CheckpointError("invalid s3_max_attempts " + std::to_string(max_attempts) +
+                          ": must be >= 0 (0: no cap, s3_retry_seconds decides; 1: no retries)");
   }
-  if (!(retry_seconds >= 0) || !(timeout_seconds > 0)) {
-    throw CheckpointError("invalid S3Options: retry_seconds must be >= 0 and timeout_seconds > 0");
+  if (!(retry_seconds >= 0) || !std::isfinite(retry_seconds)) {
+    throw CheckpointError("invalid s3_retry_seconds " + shortest(retry_seconds) +
+                          ": must be a finite number >= 0");
+  }
+  if (!(timeout_seconds > 0) || !std::isfinite(timeout_seconds)) {
+    throw CheckpointError("invalid s3_timeout_seconds " + shortest(timeout_seconds) +
+                          ": must be a finite number > 0");
   }
   if (addressing != "auto" && addressing != "path" && addressing != "virtual") {
-    throw CheckpointError("invalid S3Options::addressing '" + addressing +
+    throw CheckpointError("invalid s3_addressing '" + addressing +
                           "': expected auto, path or virtual");
   }
 }

@@ -10,7 +10,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <string>
 #include <optional>
 #include <vector>
 
@@ -78,6 +80,14 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// are written synchronously); a missing metric is a CheckpointError naming it and the metrics
   /// present.
   ///
+  /// A write the storage refuses (full disk, I/O error, S3 past its retries) follows
+  /// `on_save_failure`: by default ("continue") it is logged, counted (save_health()) and returns
+  /// nothing, and training goes on, until `max_save_failures` in a row or `max_unsaved_seconds`
+  /// without a durable checkpoint throw a CheckpointError naming the last durable one. A save
+  /// forced with `force` (the end of training, a stop), unless step_due() asked for it, must land:
+  /// it is tried again until it does or that limit throws. A checkpoint that cannot be written at
+  /// all (an unsupported value) is thrown at once. With "stop", every failure is thrown.
+  ///
   /// With `async`: first throws the failure of an earlier background save not yet reported (and
   /// then saves nothing); if it saves, waits for the save in flight, copies every tensor of
   /// `checkpoint` into the staging memory (a true snapshot: later changes to the tensors do not
@@ -99,15 +109,20 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
                                                  const TrainingProgress& progress,
                                                  bool force = false) override;
 
-  /// Returns once the save in flight (if any) is durable, and throws its CheckpointError if it
-  /// failed and that was not reported yet (each failure is thrown once). Without `async`, nothing
-  /// is ever in flight.
+  /// Returns once the save in flight (if any) is durable or has failed, and throws its
+  /// CheckpointError if `on_save_failure` stops training and that was not reported yet (each
+  /// failure is thrown once); a failure that training rides out is in save_health() instead.
+  /// Without `async`, nothing is ever in flight.
   void wait() override;
 
   /// Returns once the save in flight (if any) has copied the state (`stage_in_background`; without
   /// it a save returns staged) and throws the CheckpointError of an earlier background save that
   /// failed and was not reported yet, without waiting for the write.
   void wait_staged() override;
+
+  /// Failed saves so far, the last durable checkpoint and the longest stretch without one. After
+  /// wait(), it includes the save that was in flight.
+  std::optional<SaveHealth> save_health() const override;
 
   /// The staging memory async saves copy into, in bytes: 0 before the first, then the size of
   /// the largest checkpoint saved (tensor bytes, each storage aligned to 64 bytes).
@@ -116,7 +131,8 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   /// Writes `{model_state_save_dir}/{file_prefix}_model_{index}.{file_ext}` (the raw module state
   /// dict; `.safetensors` in that format with `model_format` safetensors) when `checkpoint` is on
   /// and `model_state_save_dir` is not set empty (unset: into `save_dir`). No period rule. With `async`, waits for the save in
-  /// flight first (as wait()) and then writes synchronously.
+  /// flight first (as wait()) and then writes synchronously. The weights must land: a failed
+  /// write is tried again until it does or `on_save_failure`'s limits throw.
   std::optional<std::filesystem::path> save_model(const StateDict& model_state,
                                                   int64_t index) override;
 
@@ -162,13 +178,28 @@ class DefaultCheckpointer final : public AbstractCheckpointer {
   // Pre-flight, durable write, latest pointer, retention: every resumable save, in the
   // foreground or in the background thread, goes through it.
   std::filesystem::path write_resumable(const Checkpoint& checkpoint, const CheckpointName& name);
-  // write_resumable now, or (async) snapshot and queue it. Returns the final path.
-  std::filesystem::path write_or_submit(const Checkpoint& checkpoint, const CheckpointName& name);
+  // write_under_policy now, or (async) snapshot and queue it. Returns the final path, or nothing
+  // when the save failed and training goes on.
+  std::optional<std::filesystem::path> write_or_submit(const Checkpoint& checkpoint,
+                                                       const CheckpointName& name,
+                                                       bool must_land);
+  // write_resumable under on_save_failure.
+  std::optional<std::filesystem::path> write_under_policy(const Checkpoint& checkpoint,
+                                                          const CheckpointName& name,
+                                                          bool must_land);
+  // Runs `write` under on_save_failure: its path, or nothing when it failed and training goes on.
+  // One that `must_land` is tried again (after kMustLandPauseSeconds) until it lands or the
+  // policy stops training.
+  std::optional<std::filesystem::path> under_policy(
+      const std::string& what, bool must_land, bool resumable,
+      const std::function<std::filesystem::path()>& write);
+  static constexpr int kMustLandPauseSeconds = 1;
 
   DefaultCheckpointerArguments args_;
   std::shared_ptr<Storage> storage_;
   double last_seen_seconds_ = 0;  // train_seconds of the latest step_due call
   double last_save_seconds_ = 0;  // train_seconds at the latest write
+  bool trigger_due_ = false;      // the latest step_due said yes: its forced save need not land
   std::optional<std::filesystem::path> loaded_path_;  // what the latest load() restored
   c10::Device map_location_ = c10::Device(c10::kCPU);  // args_.map_location, parsed
   // Names, verification cache, retention, pre-flight, best pool, latest pointer (default/).

@@ -105,16 +105,35 @@ struct DefaultCheckpointerArguments {
   /// Default: 1.
   double disk_margin_mb = 1;
 
+  // ---- When a save fails (the storage refuses it: full disk, I/O error, S3 outage past its
+  // retries; a checkpoint that cannot be serialized at all is always thrown at once) ----
+  /// "continue": the failure is logged as an error naming the index, the reason and the last
+  /// durable checkpoint; save() returns nothing and training goes on; the next due save tries
+  /// again; retention deletes nothing until a save succeeds. Training is stopped (CheckpointError
+  /// naming the last durable checkpoint) after `max_save_failures` failures in a row, or when
+  /// none has been durable for `max_unsaved_seconds`. A forced save (the end of training, a stop
+  /// on a signal) and save_model must land: they are tried again at once until they succeed or
+  /// that limit stops them. "stop": every failure is thrown, as PyMarlin, Lightning and DCP do.
+  /// Default: "continue" (see docs/reliability.md for why).
+  std::string on_save_failure = "continue";
+  /// With "continue": stop after this many failed saves in a row (>= 1). Default: 3.
+  int64_t max_save_failures = 3;
+  /// With "continue": stop at a failed save when no checkpoint has been durable for this many
+  /// seconds (since the last durable save, or since construction). 0: no limit. Default: 0.
+  double max_unsaved_seconds = 0;
+
   /// S3 (locations `s3://bucket/prefix`; see ckpt/s3_storage.h): bytes per multipart part and
   /// per ranged GET, in MiB (at least 5). Default: 8.
   int64_t s3_part_size_mb = 8;
   /// S3: parts or ranges of one file in flight at once; a save's memory is about this many parts.
   /// Default: 8.
   int64_t s3_concurrency = 8;
-  /// S3: tries per request for transient failures (connection errors, timeouts, HTTP 5xx,
-  /// SlowDown), with exponential backoff and jitter. Default: 5.
-  int64_t s3_max_attempts = 5;
-  /// S3: no retry starts this many seconds after a request's first try. Default: 60.
+  /// S3: caps the tries per request for transient failures (connection errors, timeouts, HTTP
+  /// 5xx, SlowDown); 0: no cap, `s3_retry_seconds` decides; 1: no retries. Default: 0.
+  int64_t s3_max_attempts = 0;
+  /// S3: the retry budget per request. Transient failures are retried with exponential backoff
+  /// and full jitter (the n-th wait is random below min(20 s, 2^(n-1) s)) until this many seconds
+  /// have passed since the request's first try. Default: 60.
   double s3_retry_seconds = 60;
   /// S3: a request that moves no byte for this many seconds fails (and is retried); also the
   /// connect timeout. Default: 30.

@@ -104,6 +104,8 @@ class DistributedCheckpointer final : public AbstractCheckpointer {
   Checkpoint load() override;
   void wait() override;
   void wait_staged() override;
+  /// Rank 0: its inner checkpointer's. Other ranks: rank 0's as of the last wait().
+  std::optional<SaveHealth> save_health() const override;
 
   int rank() const noexcept { return rank_; }
   int world_size() const noexcept { return world_size_; }
@@ -137,6 +139,8 @@ class DistributedCheckpointer final : public AbstractCheckpointer {
   std::string broken_;
   // Rank 0: a failure seen by wait_staged(), thrown on every rank at the next collective.
   std::exception_ptr pending_failure_;
+  // Other ranks: rank 0's save health, as shared at the last wait().
+  std::optional<SaveHealth> health_;
 };
 
 }  // namespace ckpt

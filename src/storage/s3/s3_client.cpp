@@ -69,13 +69,14 @@ std::string seconds_text(double seconds) {
   return text;
 }
 
-// Exponential backoff with "equal jitter": half the delay fixed, half random, so that retries of
-// many parts after one outage spread out but every one still waits.
+// Exponential backoff with "full jitter" (AWS's recommendation, as its SDKs do): the n-th retry
+// waits a random time in [0, min(20 s, 2^(n-1) s)). Many parts failing in one outage then spread
+// their retries out, and an outage of tens of seconds is outlasted by a few tries, not hundreds.
 std::chrono::duration<double> backoff(int failed_attempts) {
   static thread_local std::mt19937 random{std::random_device{}()};
-  const double delay =
-      std::min(5.0, 0.1 * static_cast<double>(1 << std::min(failed_attempts - 1, 10)));
-  std::uniform_real_distribution<double> jitter(0.5 * delay, delay);
+  const double ceiling = std::min(S3Client::kMaxBackoffSeconds,
+                                  static_cast<double>(1 << std::min(failed_attempts - 1, 10)));
+  std::uniform_real_distribution<double> jitter(0.0, ceiling);
   return std::chrono::duration<double>(jitter(random));
 }
 
@@ -187,7 +188,8 @@ HttpResponse S3Client::send(const Call& call) {
       error_number = errno_for(response.status);
     }
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    if (!transient || attempt >= options_.max_attempts || elapsed >= options_.retry_seconds) {
+    const bool out_of_tries = options_.max_attempts > 0 && attempt >= options_.max_attempts;
+    if (!transient || out_of_tries || elapsed >= options_.retry_seconds) {
       std::string message = call.operation + " " + call.location + ": " + failure;
       if (attempt > 1) {
         message += " (gave up after " + std::to_string(attempt) + " tries over " +
@@ -195,9 +197,16 @@ HttpResponse S3Client::send(const Call& call) {
       }
       throw CheckpointError(message + " [endpoint " + endpoint_ + "]", call.location, error_number);
     }
-    const auto delay = backoff(attempt);
-    logger()->warn("{} {}: {}; trying again in {} (try {} of {})", call.operation, call.location,
-                   failure, seconds_text(delay.count()), attempt + 1, options_.max_attempts);
+    // The last try starts when the time budget ends, not a backoff later.
+    const auto delay = std::min(backoff(attempt), std::chrono::duration<double>(
+                                                      options_.retry_seconds - elapsed));
+    logger()->warn("{} {}: {}; trying again in {} (try {}{}, {} of {} retry budget left)",
+                   call.operation, call.location, failure, seconds_text(delay.count()),
+                   attempt + 1,
+                   options_.max_attempts > 0 ? " of " + std::to_string(options_.max_attempts)
+                                             : std::string(),
+                   seconds_text(options_.retry_seconds - elapsed),
+                   seconds_text(options_.retry_seconds));
     ++retries_;
     std::this_thread::sleep_for(delay);
   }

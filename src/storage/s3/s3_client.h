@@ -23,13 +23,17 @@ struct S3Location {
 };
 
 /// The S3 operations ckpt uses, each one request sent with retries: transient failures (see
-/// S3Options) are tried again after an exponential backoff with jitter, within the options'
-/// attempts and seconds; anything else throws CheckpointError at once, in one line naming the
+/// S3Options) are tried again after an exponential backoff with full jitter (at most
+/// kMaxBackoffSeconds per wait), until the options' time budget is spent (or their attempt cap,
+/// if set); anything else throws CheckpointError at once, in one line naming the
 /// operation, the `s3://` URL, the HTTP status and S3's error code and message (or, for an
 /// https:// endpoint whose certificate does not verify, libcurl's reason and AWS_CA_BUNDLE as the
 /// fix). Thread safety: every member may be called from several threads.
 class S3Client {
  public:
+  /// The longest wait before one retry: AWS's SDKs cap theirs at 20 s too.
+  static constexpr double kMaxBackoffSeconds = 20;
+
   S3Client(AwsConfig config, S3Options options);
 
   const S3Options& options() const { return options_; }
