@@ -36,6 +36,8 @@ using ckpt::test::message_contains;
 using ckpt::test::quote;
 using ckpt::test::run_command;
 using ckpt::test::s3_fixture;
+using ckpt::test::ScopedEnv;
+using ckpt::test::SecondGateway;
 using ckpt::test::TempDir;
 using ckpt::test::unique_s3_prefix;
 

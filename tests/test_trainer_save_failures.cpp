@@ -35,6 +35,7 @@
 using namespace sample_trainer;
 using namespace sample_trainer::test;
 using ckpt::test::ScopedEnv;
+using ckpt::test::run_command;
 using ckpt::test::SecondGateway;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -318,6 +319,7 @@ BOOST_AUTO_TEST_CASE(gateway_down_past_the_retry_budget_for_two_saves_then_back)
   ckpt::test::s3_fixture();
   TempDir straight_dir;
   const TrainResult straight = train(args_in(straight_dir.path().string(), 5));
+  ckpt::S3Storage observer;  // the fixture's own gateway, which stays up
   SecondGateway gateway;
   ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.start());
   const std::string prefix = ckpt::test::unique_s3_prefix("outage-budget");
@@ -333,7 +335,6 @@ BOOST_AUTO_TEST_CASE(gateway_down_past_the_retry_budget_for_two_saves_then_back)
   BOOST_TEST(result.save_health->failed_saves == 2);
   BOOST_TEST(result.save_health->failures_in_a_row == 0);
   BOOST_TEST(result.save_health->last_durable.value_or("") == prefix + "/model_4.pt");
-  ckpt::S3Storage observer;
   BOOST_TEST(verified_files_under(prefix, observer) ==
                  (std::vector<std::string>{"model_0.pt", "model_3.pt", "model_4.pt",
                                            "model_latest", "model_model_4.pt"}),
@@ -351,6 +352,7 @@ BOOST_AUTO_TEST_CASE(gateway_down_past_the_retry_budget_for_two_saves_then_back)
 // checkpoint, with nothing under the failed saves' names.
 BOOST_AUTO_TEST_CASE(gateway_never_back_stops_the_run_after_max_save_failures) {
   ckpt::test::s3_fixture();
+  ckpt::S3Storage observer;  // the fixture's own gateway, which stays up
   SecondGateway gateway;
   ScopedEnv endpoint("AWS_ENDPOINT_URL", gateway.start());
   const std::string prefix = ckpt::test::unique_s3_prefix("outage-forever");
@@ -374,7 +376,6 @@ BOOST_AUTO_TEST_CASE(gateway_never_back_stops_the_run_after_max_save_failures) {
   BOOST_TEST_MESSAGE("the run stopped "
                      << std::chrono::duration<double>(Clock::now() - start).count()
                      << " s after it started");
-  ckpt::S3Storage observer;
   BOOST_TEST(verified_files_under(prefix, observer) ==
                  (std::vector<std::string>{"model_0.pt", "model_latest"}),
              boost::test_tools::per_element());

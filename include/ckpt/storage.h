@@ -79,6 +79,10 @@ class RandomAccessFile {
 ///     }
 ///   };
 ///
+/// Failures are CheckpointErrors naming the location and carrying an errno (EIO when nothing more
+/// specific fits): DefaultCheckpointer's `on_save_failure` rides out a failure with an errno, and
+/// throws one without at once, as a checkpoint that cannot be written at all.
+///
 /// Thread safety: implementations must allow concurrent calls on different files.
 class Storage {
  public:
