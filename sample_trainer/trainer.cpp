@@ -461,10 +461,14 @@ TrainResult Trainer::train(const ProgressCallback& progress,
   const std::string finished = "training finished at epoch " + std::to_string(last_epoch_) +
                                " (step " + std::to_string(result.global_step) + ")";
   try {
-    // The last save is durable, or has failed, before deciding whether the final state is saved
-    // (the wait shows as the final wait, not as a save).
-    final_wait();
-    if (last_saved_step_ == backend_->global_step() && !last_save_failed()) {
+    // A save of this step was accepted: it is durable, or has failed, before deciding whether the
+    // final state is saved (the wait shows as the final wait, not as a save).
+    bool saved_already = last_saved_step_ == backend_->global_step();
+    if (saved_already) {
+      final_wait();
+      saved_already = !last_save_failed();
+    }
+    if (saved_already) {
       spdlog::info("final checkpoint: step {} is already saved{}", last_saved_step_,
                    last_saved_path_ ? " as " + last_saved_path_->string() : std::string());
       result.checkpoint_path = last_saved_path_;

@@ -32,6 +32,9 @@ ckpt::DefaultCheckpointerArguments async_args(const fs::path& dir) {
   args.model_state_save_dir = dir;
   args.async = true;
   args.latest_pointer = false;  // these tests count checkpoint files; the pointer is tested below
+  // These tests are about how a background failure is thrown; riding failures out (the default,
+  // on_save_failure continue) is save_failure_policy's.
+  args.on_save_failure = "stop";
   return args;
 }
 

@@ -604,6 +604,7 @@ constexpr int64_t kElements = 64 * 1024;  // 256 KiB of floats per checkpoint
 BOOST_AUTO_TEST_CASE(too_little_space_fails_before_writing_anything) {
   TempDir dir;
   auto args = args_in(dir.path());
+  args.on_save_failure = "stop";  // the refusal itself is under test
   args.disk_margin_mb = 0.25;
   auto disk = std::make_shared<FakeDisk>(dir.path(), 400 * 1024);
   DefaultCheckpointer checkpointer(args, disk);
@@ -619,6 +620,7 @@ BOOST_AUTO_TEST_CASE(too_little_space_fails_before_writing_anything) {
 BOOST_AUTO_TEST_CASE(retention_makes_room_first_but_keeps_the_newest) {
   TempDir dir;
   auto args = args_in(dir.path());
+  args.on_save_failure = "stop";  // the refusal itself is under test
   args.keep_last_n = 3;
   args.disk_margin_mb = 0.1;
   // Room for three checkpoints and the margin, not four.
@@ -647,6 +649,7 @@ BOOST_AUTO_TEST_CASE(too_little_capacity_fails_before_writing_and_deletes_nothin
   auto memory = std::make_shared<MemoryStorage>(400 * 1024);
   auto storage = std::make_shared<RecordingStorage>(memory);
   auto args = args_in(dir);
+  args.on_save_failure = "stop";  // the refusal itself is under test
   args.keep_last_n = 2;
   args.disk_margin_mb = 0.25;
   DefaultCheckpointer checkpointer(args, storage);
@@ -676,6 +679,7 @@ BOOST_AUTO_TEST_CASE(unknown_free_space_skips_the_preflight) {
   auto memory = std::make_shared<MemoryStorage>();
   BOOST_REQUIRE(!memory->available_space(dir));
   auto args = args_in(dir);
+  args.on_save_failure = "stop";  // the refusal itself is under test
   args.disk_margin_mb = 1e9;  // a petabyte
   DefaultCheckpointer checkpointer(args, memory);
   BOOST_CHECK(checkpointer.save(make_checkpoint(0, {}, kElements), 0));
@@ -701,6 +705,7 @@ BOOST_AUTO_TEST_CASE(on_a_small_tmpfs_for_real, *boost::unit_test::precondition(
   } unmount{mount_point};
 
   auto args = args_in(mount_point);
+  args.on_save_failure = "stop";  // the refusal itself is under test
   args.keep_last_n = 3;
   args.disk_margin_mb = 0.1;
   args.latest_pointer = false;

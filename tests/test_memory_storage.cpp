@@ -317,6 +317,7 @@ BOOST_AUTO_TEST_CASE(unknown_free_space_lets_a_save_through_the_preflight) {
   args.save_dir = dir / "save";
   args.model_state_save_dir = args.save_dir;
   args.disk_margin_mb = 1e9;  // a petabyte: no real disk has it to spare
+  args.on_save_failure = "stop";  // the refusal itself is under test
   ckpt::Checkpoint checkpoint;
   checkpoint.module_interface_state.insert_or_assign("w", torch::ones({1024}));
   // The real filesystem knows its free space: refused.

@@ -45,6 +45,8 @@ Checkpoint real_checkpoint(int64_t epoch) {
   return checkpoint;
 }
 
+// on_save_failure stop: these suites are about the error a failed save reports and what it leaves;
+// riding failures out is save_failure_policy's (test_save_failures.cpp).
 DefaultCheckpointerArguments args_in(const std::filesystem::path& dir) {
   DefaultCheckpointerArguments args;
   args.file_prefix = "test";
@@ -58,6 +60,7 @@ DefaultCheckpointerArguments args_in(const std::filesystem::path& dir) {
   // And the small filesystems here are for the write's own failures; the disk pre-flight (which
   // would refuse a save with less than 1 MiB to spare) has its own tests.
   args.disk_margin_mb = 0;
+  args.on_save_failure = "stop";
   return args;
 }
 

@@ -57,6 +57,7 @@ BOOST_AUTO_TEST_CASE(announces_each_committed_file_and_nothing_that_failed) {
   args.save_dir = "runs/a";
   args.load_dir = "runs/a";
   args.disk_margin_mb = 0;
+  args.on_save_failure = "stop";  // the refused save below throws
   ckpt::DefaultCheckpointer checkpointer(args, storage);
 
   ckpt::Checkpoint checkpoint;
