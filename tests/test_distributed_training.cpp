@@ -3,6 +3,7 @@
 // stuck rank that stop every rank, and a single writer, checked from the system calls (strace).
 #ifdef CKPT_SAMPLE_TRAINER
 
+#include "small_disk.h"
 #include "test_sample_trainer_helpers.h"
 
 #include <sample_trainer/distributed_data_parallel.h>
@@ -365,22 +366,10 @@ BOOST_AUTO_TEST_CASE(failed_background_saves_on_rank_0_stop_both_ranks_at_the_li
 // with exit 0, and both report the failed saves. Freed at any point, the run ends the same way:
 // the forced final save is retried until it lands.
 BOOST_AUTO_TEST_CASE(both_ranks_ride_out_a_full_disk_on_rank_0) {
-  BOOST_REQUIRE_MESSAGE(::geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)");
   TempDir dir;
   const auto disk = dir / "ck";
-  fs::create_directories(disk);
-  BOOST_REQUIRE_MESSAGE(::mount("tmpfs", disk.c_str(), "tmpfs", 0, "size=4m") == 0,
-                        "mount tmpfs: " << std::strerror(errno));
-  struct Unmount {
-    fs::path path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{disk};
-  {
-    std::ofstream filler(disk / "filler.bin", std::ios::binary);
-    const std::string block(4096, 'x');
-    while (filler.write(block.data(), block.size()) && filler.flush()) {
-    }
-  }
+  ckpt::test::SmallDisk small_disk(disk, "4m");
+  small_disk.fill();
   const pid_t pid = start(dir.path(), two_ranks(3, {"--chkp.disk_margin_mb", "0",
                                                     "--chkp.max_save_failures", "1000"}));
   const auto deadline = Clock::now() + std::chrono::minutes(5);
@@ -389,7 +378,7 @@ BOOST_AUTO_TEST_CASE(both_ranks_ride_out_a_full_disk_on_rank_0) {
     BOOST_REQUIRE_MESSAGE(Clock::now() < deadline, "no failed save logged");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  fs::remove(disk / "filler.bin");
+  small_disk.free();
   const int exit_code = exit_code_of(pid);
   const std::string out = read_text(dir / "out.txt"), err = read_text(dir / "err.txt");
   BOOST_TEST(exit_code == 0, out << err);

@@ -12,6 +12,7 @@
 
 #include "failing_storage.h"
 #include "log_capture.h"
+#include "small_disk.h"
 #include "test_util.h"
 
 #include <sys/mount.h>
@@ -240,28 +241,15 @@ BOOST_AUTO_TEST_CASE(a_background_failure_is_ridden_out_not_thrown_at_the_next_s
 // A real full disk: the saves fail while it is full (the pre-flight or the write refuses them),
 // the older checkpoints stay whole, and once space is freed the next save lands.
 BOOST_AUTO_TEST_CASE(a_full_tmpfs_then_freed) {
-  BOOST_REQUIRE_MESSAGE(::geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)");
   TempDir dir;
   const auto disk = dir / "disk";
-  fs::create_directories(disk);
-  BOOST_REQUIRE_MESSAGE(::mount("tmpfs", disk.c_str(), "tmpfs", 0, "size=1m") == 0,
-                        "mount tmpfs: " << std::strerror(errno));
-  struct Unmount {
-    fs::path path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{disk};
+  SmallDisk small_disk(disk, "1m");
   auto args = args_in(disk);
   args.disk_margin_mb = 0;
   ckpt::DefaultCheckpointer checkpointer(args);
   checkpointer.save(checkpoint_of(0), 0);
   checkpointer.save(checkpoint_of(1), 1);
-  {
-    // Fill what is left, as another program would.
-    std::ofstream filler(disk / "filler.bin", std::ios::binary);
-    const std::string block(4096, 'x');
-    while (filler.write(block.data(), block.size()) && filler.flush()) {
-    }
-  }
+  small_disk.fill();  // what is left, as another program would
   BOOST_TEST(!checkpointer.save(checkpoint_of(2), 2).has_value());
   BOOST_TEST(!checkpointer.save(checkpoint_of(3), 3).has_value());
   BOOST_TEST(checkpointer.save_health()->last_failure.find(strerror_of(ENOSPC)) !=
@@ -271,7 +259,7 @@ BOOST_AUTO_TEST_CASE(a_full_tmpfs_then_freed) {
                  (std::vector<std::string>{"filler.bin", "model_0.pt", "model_1.pt",
                                            "model_latest"}),
              boost::test_tools::per_element());
-  fs::remove(disk / "filler.bin");
+  small_disk.free();
   BOOST_TEST(checkpointer.save(checkpoint_of(4), 4).value_or("") == disk / "model_4.pt");
   BOOST_TEST(files_in(disk, *ckpt::Storage::local()) ==
                  (std::vector<std::string>{"model_0.pt", "model_1.pt", "model_4.pt",

@@ -15,6 +15,7 @@
 #include <ckpt/serialization.h>
 
 #include "second_gateway.h"
+#include "small_disk.h"
 
 #include <torch/torch.h>
 #include <boost/test/unit_test.hpp>
@@ -37,6 +38,7 @@ using namespace sample_trainer::test;
 using ckpt::test::ScopedEnv;
 using ckpt::test::run_command;
 using ckpt::test::SecondGateway;
+using ckpt::test::SmallDisk;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -91,32 +93,6 @@ void check_bitwise_equal(const ckpt::StateDict& a, const ckpt::StateDict& b) {
     }
   }
 }
-
-// A tmpfs at `path`, unmounted on destruction; fill() takes every free byte with a file of its
-// own, free() deletes it.
-class SmallDisk {
- public:
-  SmallDisk(fs::path path, const std::string& size) : path_(std::move(path)) {
-    BOOST_REQUIRE_MESSAGE(::geteuid() == 0,
-                          "this test mounts a tmpfs and needs root (CI runs as root)");
-    fs::create_directories(path_);
-    BOOST_REQUIRE_MESSAGE(::mount("tmpfs", path_.c_str(), "tmpfs", 0, ("size=" + size).c_str()) ==
-                              0,
-                          "mount tmpfs: " << std::strerror(errno));
-  }
-  ~SmallDisk() { ::umount2(path_.c_str(), MNT_DETACH); }
-  void fill() {
-    std::ofstream filler(filler_path(), std::ios::binary);
-    const std::string block(4096, 'x');
-    while (filler.write(block.data(), block.size()) && filler.flush()) {
-    }
-  }
-  void free() { fs::remove(filler_path()); }
-
- private:
-  fs::path filler_path() const { return path_ / "filler.bin"; }
-  fs::path path_;
-};
 
 std::vector<std::string> checkpoints_in(const std::vector<std::string>& names) {
   std::vector<std::string> result;
